@@ -1,0 +1,265 @@
+"""``loclab`` command line: parse, build, call the library. Nothing here does math.
+
+Errors a user can cause (bad data, bad checkpoint, unwritable output, diverging training) end in one
+clear paragraph on stderr and exit code 2; Ctrl-C exits 130 and says how to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from loclab import __version__
+from loclab.config import PRESETS, DetectorConfig, KeypointConfig, apply_override, detector_recipe, keypoint_recipe
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override any config field, e.g. --set train.optim.lr=1e-3 (repeatable)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loclab", description="A lab bench for object-localisation experiments.")
+    parser.add_argument("--version", action="version", version=f"loclab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate a synthetic dataset in the reference format")
+    gen.add_argument("kind", choices=["shapes", "figures"])
+    gen.add_argument("--out", type=Path, required=True, help="dataset root (writes DIR/detection or DIR/keypoints)")
+    gen.add_argument("--seed", type=int, default=641)
+    gen.add_argument("--train", type=int, default=1000)
+    gen.add_argument("--val", type=int, default=200)
+
+    train = sub.add_parser("train", help="train a detector or a keypoint model into a run directory")
+    tsub = train.add_subparsers(dest="task", required=True)
+    td = tsub.add_parser("detector")
+    td.add_argument("--model", default=None, help="reference | loclab (default: loclab, the best model)")
+    tk = tsub.add_parser("keypoints")
+    tk.add_argument("--model", default="heatmap", help="heatmap | regression | integral | spatial_regression")
+    tk.add_argument("--loss", choices=["mse", "hand_invariant"], default=None,
+                    help="hand_invariant: do not punish the unknowable left/right hand label")
+    tk.add_argument("--heatmap-size", type=int, choices=[32, 64, 128], default=None)
+    tk.add_argument("--sigma", type=float, default=None)
+    tk.add_argument("--no-skip", action="store_true", help="HeatmapNet without skip connections")
+    for p in (td, tk):
+        p.add_argument("--data-root", type=Path, required=True)
+        p.add_argument("--recipe", choices=["fast", "paper"], default="fast")
+        p.add_argument("--out", type=Path, required=True, help="run directory")
+        p.add_argument("--epochs", type=int, default=None)
+        p.add_argument("--resume", action="store_true", help="continue from RUN/last.pth")
+        p.add_argument("--skip-bad", action="store_true", help="skip bad annotation records with a warning")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        _add_set(p)
+
+    ev = sub.add_parser("eval", help="evaluate a run, or score any model's predictions")
+    esub = ev.add_subparsers(dest="what", required=True)
+    ed = esub.add_parser("detector", help="evaluate a trained detector run on its val split")
+    ed.add_argument("--run", type=Path, required=True)
+    ed.add_argument("--data-root", type=Path, default=None, help="default: the run's own data root")
+    eds = esub.add_parser("detections", help="score a detections file against annotations")
+    eds.add_argument("--gt", type=Path, required=True)
+    eds.add_argument("--pred", type=Path, required=True)
+    eds.add_argument("--bbox-format", choices=["xyxy", "xywh"], default="xyxy",
+                     help="box format of the predictions (xywh = COCO results)")
+    ek = esub.add_parser("keypoints", help="evaluate a keypoint run, or score a predictions file")
+    ek.add_argument("--run", type=Path, default=None)
+    ek.add_argument("--gt", type=Path, default=None)
+    ek.add_argument("--pred", type=Path, default=None)
+    ek.add_argument("--normalize", choices=["bbox", "torso"], default="bbox")
+    ek.add_argument("--data-root", type=Path, default=None)
+    for p in (ed, eds, ek):
+        p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
+        p.add_argument("--quiet", action="store_true")
+
+    ab = sub.add_parser("ablate", help="ablation grids")
+    ab.add_argument("what", choices=["anchors", "keypoints"])
+    ab.add_argument("--data-root", type=Path, required=True)
+    ab.add_argument("--out", type=Path, required=True)
+    ab.add_argument("--preset", choices=PRESETS, default="quick")
+    ab.add_argument("--epochs", type=int, default=None)
+    ab.add_argument("--workers", type=int, default=None, help="trials in parallel (default: from the preset)")
+    _add_set(ab)
+
+    run = sub.add_parser("run", help="run the whole study and write the report")
+    run.add_argument("--preset", choices=PRESETS, default="quick")
+    run.add_argument("--out", type=Path, required=True)
+    run.add_argument("--data-root", type=Path, default=None, help="dataset root; generated there if empty")
+    run.add_argument("--force", action="store_true", help="re-run stages even if their results exist")
+    _add_set(run)
+
+    rep = sub.add_parser("report", help="rebuild report.md / report.html from a study directory")
+    rep.add_argument("dir", type=Path)
+
+    pr = sub.add_parser("predict", help="run a trained model on your own images")
+    psub = pr.add_subparsers(dest="task", required=True)
+    for name in ("detector", "keypoints"):
+        p = psub.add_parser(name)
+        p.add_argument("--weights", type=Path, required=True)
+        p.add_argument("images", type=Path, nargs="+")
+        p.add_argument("--out", type=Path, default=Path("predictions"))
+        if name == "detector":
+            p.add_argument("--threshold", type=float, default=None, help="display/score threshold")
+
+    bench = sub.add_parser("bench", help="measure speed side by side")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--quick", action="store_true", help="fewer repetitions")
+    return parser
+
+
+def _overrides(cfg, overrides: list[str]):
+    for item in overrides:
+        cfg = apply_override(cfg, item)
+    return cfg
+
+
+def _detector_config(args) -> DetectorConfig:
+    recipe = detector_recipe(args.recipe)
+    cfg = DetectorConfig(train=recipe)
+    if args.recipe == "paper":
+        cfg = DetectorConfig(model="reference", box_variances=(1.0, 1.0), train=recipe)
+    if args.model:
+        cfg = apply_override(cfg, f"model={args.model}")
+    if args.epochs:
+        cfg = apply_override(cfg, f"train.epochs={args.epochs}")
+    return _overrides(cfg, args.overrides)
+
+
+def _keypoint_config(args) -> KeypointConfig:
+    cfg = KeypointConfig(model=args.model, train=keypoint_recipe(args.recipe))
+    if args.loss:
+        cfg = apply_override(cfg, f"loss={args.loss}")
+    if args.heatmap_size:
+        cfg = apply_override(cfg, f"heatmap_size={args.heatmap_size}")
+    if args.sigma:
+        cfg = apply_override(cfg, f"sigma={args.sigma}")
+    if args.no_skip:
+        cfg = apply_override(cfg, "skip=false")
+    if args.epochs:
+        cfg = apply_override(cfg, f"train.epochs={args.epochs}")
+    return _overrides(cfg, args.overrides)
+
+
+def _print_metrics(metrics: dict, as_json: bool, summary: str) -> None:
+    if as_json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        print(summary)
+
+
+def cmd_generate(args) -> None:
+    if args.kind == "shapes":
+        from loclab.data.shapes import generate_shapes as generate
+    else:
+        from loclab.data.figures import generate_figures as generate
+    root = generate(args.out, seed=args.seed, n_train=args.train, n_val=args.val)
+    print(f"wrote {root}")
+
+
+def cmd_train(args) -> None:
+    from loclab.engine import tasks
+
+    if args.task == "detector":
+        cfg = _detector_config(args)
+        tasks.train_detector_on_root(cfg, args.data_root, args.out, recipe=args.recipe, resume=args.resume,
+                                     skip_bad=args.skip_bad, progress=not args.quiet)
+    else:
+        cfg = _keypoint_config(args)
+        tasks.train_keypoints_on_root(cfg, args.data_root, args.out, recipe=args.recipe, resume=args.resume,
+                                      skip_bad=args.skip_bad, progress=not args.quiet)
+    print(f"run directory: {args.out}")
+
+
+def cmd_eval(args) -> None:
+    if args.what == "detector":
+        from loclab.engine.evaluate_detection import evaluate_detector_run, summary_line
+
+        metrics = evaluate_detector_run(args.run, data_root=args.data_root, progress=not args.quiet)
+        _print_metrics(metrics, args.json, summary_line(metrics) + f"\nwrote {args.run / 'metrics.json'}")
+    elif args.what == "detections":
+        from loclab.engine.evaluate_detection import score_detection_files, summary_line
+
+        metrics = score_detection_files(args.gt, args.pred, bbox_format=args.bbox_format)
+        _print_metrics(metrics, args.json, summary_line(metrics))
+    else:
+        from loclab.engine.evaluate_keypoints import evaluate_keypoint_run, score_keypoint_files, summary_line
+
+        if args.run is not None:
+            metrics = evaluate_keypoint_run(args.run, data_root=args.data_root, normalize_by=args.normalize)
+        elif args.gt is not None and args.pred is not None:
+            metrics = score_keypoint_files(args.gt, args.pred, normalize_by=args.normalize)
+        else:
+            raise UsageError("eval keypoints needs --run RUN, or both --gt ANNOTATIONS.json and --pred PREDICTIONS.json")
+        _print_metrics(metrics, args.json, summary_line(metrics))
+
+
+def cmd_ablate(args) -> None:
+    from loclab.study import ablation_from_cli
+
+    print(f"wrote {ablation_from_cli(args)}")
+
+
+def cmd_run(args) -> None:
+    from loclab.study import run_study
+
+    report = run_study(args.preset, args.out, data_root=args.data_root, overrides=args.overrides, force=args.force)
+    print(f"report: {report}")
+
+
+def cmd_report(args) -> None:
+    from loclab.report.build import build_report
+
+    md, html = build_report(args.dir)
+    print(f"report: {md}\n        {html}")
+
+
+def cmd_predict(args) -> None:
+    from loclab.engine import predict_files
+
+    if args.task == "detector":
+        out = predict_files.predict_detector_files(args.weights, args.images, args.out, threshold=args.threshold)
+    else:
+        out = predict_files.predict_keypoint_files(args.weights, args.images, args.out)
+    print(f"wrote {out}")
+
+
+def cmd_bench(args) -> None:
+    from loclab.bench import run_bench
+
+    run_bench(as_json=args.json, quick=args.quick)
+
+
+class UsageError(ValueError):
+    """The command line asked for something inconsistent."""
+
+
+COMMANDS = {"generate": cmd_generate, "train": cmd_train, "eval": cmd_eval, "ablate": cmd_ablate, "run": cmd_run,
+            "report": cmd_report, "predict": cmd_predict, "bench": cmd_bench}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from loclab.data.errors import DataError
+    from loclab.engine.checkpoint import CheckpointError
+    from loclab.engine.rundir import RunDirError
+    from loclab.engine.train import NonFiniteLossError
+
+    return (DataError, CheckpointError, RunDirError, NonFiniteLossError, UsageError, FileNotFoundError,
+            FileExistsError, PermissionError, ValueError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from loclab.engine import distributed
+
+    distributed.init_from_env()
+    try:
+        COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted. Finished epochs are saved; re-run the same command (with --resume for "
+              "`loclab train`) to continue.", file=sys.stderr)
+        return 130
+    except _user_errors() as err:
+        print(f"loclab: error: {err}", file=sys.stderr)
+        return 2
+    return 0

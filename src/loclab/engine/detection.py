@@ -1,0 +1,161 @@
+"""The detection task: build, train, predict, evaluate.
+
+Three hops from the command line to the math: ``cli`` → these functions → ops / models / metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from loclab.config import DetectorConfig, from_dict, to_dict
+from loclab.data.datasets import DetectionDataset, detection_collate, flip_horizontal
+from loclab.data.formats import DetectionSplit
+from loclab.engine.checkpoint import load_checkpoint
+from loclab.engine.precision import NumericPath, resolve_numeric_path
+from loclab.engine.rundir import prepare_run_dir, version_info, write_json
+from loclab.engine.train import RunFiles, fit
+from loclab.losses.detection import DetectionLoss
+from loclab.models.detector import build_detector, flatten_predictions
+from loclab.ops.anchors import anchor_scale_index, generate_anchors
+from loclab.ops.boxes import BoxCoder
+from loclab.ops.postprocess import ImageDetections, postprocess_detections
+
+TASK = "detector"
+
+
+@dataclass(frozen=True)
+class AnchorSetup:
+    """Everything derived from a :class:`DetectorConfig` that ties predictions to boxes."""
+
+    anchors: Tensor  # [N, 4] all scales concatenated
+    scales: Tensor  # [N] head index per anchor
+    coder: BoxCoder
+
+    @classmethod
+    def from_config(cls, cfg: DetectorConfig) -> "AnchorSetup":
+        per_scale = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size)
+        num_anchors = len(cfg.anchor_sizes[0])
+        return cls(
+            anchors=torch.cat(per_scale),
+            scales=anchor_scale_index(cfg.feature_map_sizes, num_anchors),
+            coder=BoxCoder(variances=tuple(cfg.box_variances)),
+        )
+
+
+def num_anchors_per_cell(cfg: DetectorConfig) -> int:
+    counts = {len(s) for s in cfg.anchor_sizes}
+    if len(counts) != 1:
+        raise ValueError(f"every scale needs the same number of anchors per cell, got {cfg.anchor_sizes}")
+    return counts.pop()
+
+
+def make_model(cfg: DetectorConfig) -> nn.Module:
+    return build_detector(cfg.model, num_anchors=num_anchors_per_cell(cfg), num_classes=cfg.num_classes)
+
+
+def make_loss(cfg: DetectorConfig, setup: AnchorSetup) -> DetectionLoss:
+    return DetectionLoss(
+        setup.anchors, num_classes=cfg.num_classes, box_coder=setup.coder, pos_threshold=cfg.pos_threshold,
+        neg_threshold=cfg.neg_threshold, min_best_iou=cfg.min_best_iou, neg_pos_ratio=cfg.neg_pos_ratio,
+        weight_obj=cfg.weight_obj, weight_cls=cfg.weight_cls, weight_loc=cfg.weight_loc,
+    )
+
+
+def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss):
+    """The training/validation step: optional flips (training only), forward, fp32 loss."""
+    num_anchors = num_anchors_per_cell(cfg)
+
+    def step(model: nn.Module, batch: Any, path: NumericPath) -> dict[str, Tensor]:
+        images, boxes, labels, valid, _ = batch
+        if model.training and cfg.train.hflip:
+            flip = torch.rand(images.shape[0]) < 0.5
+            images, boxes = flip_horizontal(images, boxes, valid, flip)
+        outputs = model(path.images(images))
+        preds = flatten_predictions(outputs, num_anchors, cfg.num_classes)
+        loss_fn.to(path.device)
+        with torch.autocast(path.device.type, enabled=False):
+            return loss_fn(preds.float(), boxes.to(path.device), labels.to(path.device), valid.to(path.device))
+
+    return step
+
+
+def train_detector(
+    cfg: DetectorConfig,
+    train_split: DetectionSplit,
+    val_split: DetectionSplit,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    meta: dict[str, Any] | None = None,
+) -> list[dict]:
+    """Train a detector into ``run_dir`` (config, version, log, ``best_model.pth``, ``last.pth``)."""
+    run_dir = prepare_run_dir(run_dir)
+    torch.manual_seed(cfg.train.seed)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    path = resolve_numeric_path(cfg.train.precision)
+    setup = AnchorSetup.from_config(cfg)
+    model = make_model(cfg)
+    config_record = {"task": TASK, **(meta or {}), "detector": to_dict(cfg)}
+    write_json(run_dir / "config.json", config_record)
+    write_json(run_dir / "version.json", version_info(numeric_path=path.name, seed=cfg.train.seed))
+    train_set = DetectionDataset(train_split, progress=progress)
+    val_set = DetectionDataset(val_split, progress=progress)
+    step = make_step(cfg, make_loss(cfg, setup))
+    return fit(model, step, train_set, val_set, detection_collate, cfg.train, path, RunFiles(run_dir),
+               {"task": TASK, "config": to_dict(cfg)}, resume=resume, progress=progress, desc="detector")
+
+
+def load_detector(weights: Path) -> tuple[nn.Module, DetectorConfig]:
+    """Rebuild a detector and its config from a loclab checkpoint, in eval mode on the CPU."""
+    state = load_checkpoint(weights, task=TASK)
+    cfg = from_dict(DetectorConfig, state["config"])
+    model = make_model(cfg)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
+
+
+@torch.no_grad()
+def predict_images(
+    model: nn.Module, cfg: DetectorConfig, images: Tensor, *, batch_size: int = 32,
+    score_threshold: float | None = None, path: NumericPath | None = None,
+) -> list[ImageDetections]:
+    """Detections for ``images [N, 3, H, W]`` (float in [0, 1] or uint8), on the fastest numeric path."""
+    path = path or resolve_numeric_path(cfg.train.precision)
+    model = path.prepare(model).eval()
+    setup = AnchorSetup.from_config(cfg)
+    anchors, scales = setup.anchors.to(path.device), setup.scales.to(path.device)
+    num_anchors = num_anchors_per_cell(cfg)
+    out: list[ImageDetections] = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start:start + batch_size]
+        if batch.dtype == torch.uint8:
+            batch = batch.float().div_(255)
+        with path.autocast():
+            outputs = model(path.images(batch))
+        preds = flatten_predictions([o.float() for o in outputs], num_anchors, cfg.num_classes)
+        dets = postprocess_detections(
+            preds, anchors, scales, setup.coder,
+            score_threshold=cfg.score_threshold if score_threshold is None else score_threshold,
+            nms_iou=cfg.nms_iou, pre_nms_top_k=cfg.pre_nms_top_k, max_detections=cfg.max_detections,
+            image_size=cfg.image_size,
+        )
+        out.extend(ImageDetections(*(t.cpu() for t in (d.boxes, d.scores, d.labels, d.scales))) for d in dets)
+    return out
+
+
+def detections_to_records(image_ids: list[int], detections: list[ImageDetections]) -> list[dict]:
+    """The JSON prediction format of ``loclab eval detections``: one record per box, xyxy pixels."""
+    records = []
+    for image_id, d in zip(image_ids, detections):
+        for box, score, label, scale in zip(d.boxes.tolist(), d.scores.tolist(), d.labels.tolist(), d.scales.tolist()):
+            records.append({"image_id": int(image_id), "category_id": int(label),
+                            "bbox": [round(v, 3) for v in box], "score": round(score, 6), "scale": int(scale)})
+    return records
+

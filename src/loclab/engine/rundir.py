@@ -1,0 +1,96 @@
+"""The run directory: one folder per run with a fixed layout (SPEC §5).
+
+```
+RUN/
+  config.json          resolved config (task, data root, recipe, model and training settings)
+  version.json         loclab version, code commit, torch/python versions, machine, numeric path, seeds
+  training_log.json    one record per epoch
+  best_model.pth       best by validation loss (keypoint runs: heatmap_model.pth / regression_model.pth ...)
+  last.pth             full training state for --resume
+  metrics.json         evaluation results
+  predictions.json     validation-split predictions the metrics were computed from
+  visualizations/      figures
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import loclab
+from loclab.engine.checkpoint import atomic_write_bytes
+
+
+class RunDirError(RuntimeError):
+    """The output directory cannot be used."""
+
+
+def prepare_run_dir(run_dir: Path) -> Path:
+    """Create ``run_dir`` and prove it is writable before any training starts."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise RunDirError(f"{run_dir}: cannot write to the output directory ({err.strerror or err})") from None
+    return run_dir
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    payload = json.dumps(data, indent=1, sort_keys=False).encode()
+    atomic_write_bytes(Path(path), lambda f: f.write(payload))
+
+
+def read_json(path: Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"{path}: missing (is this a loclab run directory?)")
+    return json.loads(path.read_text())
+
+
+def code_version() -> str:
+    """The git commit of the loclab source tree (with ``-dirty`` if modified), or the package version."""
+    src = Path(__file__).resolve().parents[3]
+    try:
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return f"loclab {loclab.__version__}"
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}"
+
+
+def version_info(**extra: Any) -> dict[str, Any]:
+    return {
+        "loclab": loclab.__version__,
+        "code_version": code_version(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": machine_description(),
+        "threads": torch.get_num_threads(),
+        **extra,
+    }

@@ -1,0 +1,261 @@
+"""One training loop for every task.
+
+A task supplies a model, datasets, a collate function and a *step function*
+``step(model, batch, path) -> {"loss_total": ..., other named losses}`` that runs the forward pass
+and the loss. :func:`fit` does the rest: optimiser and schedule, numeric path (autocast,
+channels_last), progress, per-epoch log, best/last checkpoints, resume, and stopping on a non-finite
+loss with the last good checkpoint kept.
+
+Determinism: each epoch re-seeds torch (augmentation, dropout) and the data order from
+``seed + epoch``, so resuming from an epoch checkpoint replays exactly what an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from loclab.config import TrainConfig
+from loclab.engine import distributed
+from loclab.engine.checkpoint import atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from loclab.engine.precision import NumericPath
+
+StepFn = Callable[[nn.Module, Any, NumericPath], dict[str, Tensor]]
+EpochHook = Callable[[int, nn.Module], None]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where :func:`fit` writes inside a run directory."""
+
+    run_dir: Path
+    best_name: str = "best_model.pth"
+
+    @property
+    def best(self) -> Path:
+        return self.run_dir / self.best_name
+
+    @property
+    def last(self) -> Path:
+        return self.run_dir / "last.pth"
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "training_log.json"
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD / Adam / AdamW; weight decay is not applied to biases and BatchNorm parameters."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() <= 1 else decay).append(p)
+    o = cfg.optim
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr)
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr)
+    raise ValueError(f"unknown optimizer {o.name!r}; choose sgd, adam or adamw")
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) -> float:
+    """Multiplier of the base learning rate at optimiser step ``step`` (linear warmup, then the schedule)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if cfg.schedule.name == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    floor = cfg.schedule.final_lr_fraction
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _write_log(path: Path, log: list[dict]) -> None:
+    data = json.dumps(log, indent=1).encode()
+    atomic_write_bytes(path, lambda f: f.write(data))
+
+
+def _mean(sums: dict[str, float], n: int) -> dict[str, float]:
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def _run_epoch(model, loader: Iterable, step: StepFn, path: NumericPath, *, optimizer=None, scheduler=None,
+               scaler=None, grad_clip: float = 0.0, epoch: int = 0, bar=None) -> dict[str, float]:
+    training = optimizer is not None
+    model.train(training)
+    sums: dict[str, float] = {}
+    count = 0
+    for i, batch in enumerate(loader):
+        with torch.set_grad_enabled(training), path.autocast():
+            losses = step(model, batch, path)
+        loss = losses["loss_total"]
+        if not torch.isfinite(loss):
+            where = "training" if training else "validation"
+            raise NonFiniteLossError(
+                f"{where} loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} "
+                f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}). "
+                "Training stopped; the last good checkpoint is kept. Lower the learning rate or check the data."
+            )
+        if training:
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            if grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            scheduler.step()
+        batch_size = _batch_size(batch)
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach()) * batch_size
+        count += batch_size
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums['loss_total'] / count:.4f}", refresh=False)
+    sums = distributed.all_reduce_sums(sums, count)
+    return _mean(sums, int(sums.pop("_count")))
+
+
+def _batch_size(batch: Any) -> int:
+    first = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return int(first.shape[0])
+
+
+def fit(
+    model: nn.Module,
+    step: StepFn,
+    train_set: Dataset,
+    val_set: Dataset,
+    collate_fn: Callable,
+    cfg: TrainConfig,
+    path: NumericPath,
+    files: RunFiles,
+    checkpoint_meta: dict[str, Any],
+    *,
+    resume: bool = False,
+    on_epoch_end: EpochHook | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[dict]:
+    """Train ``model`` and return the per-epoch log (also written to ``training_log.json``).
+
+    ``checkpoint_meta`` (task name, config dict) goes into every checkpoint so a checkpoint alone can
+    rebuild its model. With ``resume=True`` training continues from ``last.pth`` if it exists.
+    The best model (lowest validation ``loss_total``) is saved to ``files.best``.
+    """
+    model = path.prepare(model)
+    train_model = distributed.wrap_model(model)
+    optimizer = build_optimizer(model, cfg)
+    train_loader = _loader(train_set, collate_fn, cfg, shuffle=True)
+    val_loader = _loader(val_set, collate_fn, cfg, shuffle=False)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(round(cfg.schedule.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg))
+    scaler = torch.amp.GradScaler("cuda") if path.needs_grad_scaler else None
+
+    log: list[dict] = []
+    best_val = math.inf
+    start_epoch = 0
+    if resume and files.last.exists():
+        state = load_checkpoint(files.last)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        log, best_val, start_epoch = state["log"], state["best_val"], state["epoch"]
+        if distributed.is_main() and start_epoch < cfg.epochs:
+            tqdm.write(f"{desc}: resuming from {files.last} after epoch {start_epoch}")
+
+    main = distributed.is_main()
+    for epoch in range(start_epoch, cfg.epochs):
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        _set_epoch(train_loader, cfg.seed, epoch)
+        t0 = time.perf_counter()
+        with tqdm(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
+                  disable=not (progress and main), dynamic_ncols=True) as bar:
+            train_losses = _run_epoch(train_model, train_loader, step, path, optimizer=optimizer,
+                                      scheduler=scheduler, scaler=scaler, grad_clip=cfg.grad_clip,
+                                      epoch=epoch, bar=bar)
+        train_time = time.perf_counter() - t0
+        with torch.no_grad():
+            val_losses = _run_epoch(model, val_loader, step, path, epoch=epoch)
+        record = {
+            "epoch": epoch + 1,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train": train_losses,
+            "val": val_losses,
+            "train_time_s": train_time,
+            "epoch_time_s": time.perf_counter() - t0,
+            "images_per_s": len(train_set) / train_time,
+        }
+        log.append(record)
+        improved = val_losses["loss_total"] < best_val
+        best_val = min(best_val, val_losses["loss_total"])
+        if main:
+            if improved:
+                save_checkpoint(files.best, {**checkpoint_meta, "model": model.state_dict(), "epoch": epoch + 1,
+                                             "val_loss": best_val})
+            save_checkpoint(files.last, {
+                **checkpoint_meta,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "epoch": epoch + 1,
+                "best_val": best_val,
+                "log": log,
+                "rng": rng_state(),
+            })
+            _write_log(files.log, log)
+            if progress:
+                tqdm.write(
+                    f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {train_losses['loss_total']:.4f}  "
+                    f"val {val_losses['loss_total']:.4f}{' *' if improved else ''}  "
+                    f"lr {record['lr']:.2e}  {train_time:.0f}s ({record['images_per_s']:.1f} img/s)"
+                )
+        if on_epoch_end is not None and main:
+            on_epoch_end(epoch + 1, model)
+        distributed.barrier()
+    return log
+
+
+def _loader(dataset: Dataset, collate_fn: Callable, cfg: TrainConfig, *, shuffle: bool) -> DataLoader:
+    # Datasets hold decoded tensors in memory, so worker processes would only add IPC overhead.
+    sampler = distributed.sampler(dataset, shuffle=shuffle, seed=cfg.seed)
+    generator = torch.Generator()
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+                      collate_fn=collate_fn, num_workers=0, generator=generator,
+                      # a final batch of one would break BatchNorm in training
+                      drop_last=shuffle and len(dataset) > cfg.batch_size)
+
+
+def _set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    if loader.sampler is not None and hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed * 100_003 + epoch)

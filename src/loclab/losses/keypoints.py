@@ -1,0 +1,120 @@
+"""Keypoint losses: plain heatmap/coordinate losses and hand-order-invariant variants.
+
+Shapes: heatmaps ``[B, K, H, W]``; coordinates ``[B, 2K]`` flattened ``[x0, y0, x1, y1, ...]`` (normalised,
+docs/architecture.md). Every loss returns a scalar mean and is vectorised over the batch.
+
+Why hand-invariant losses: the two hands are drawn identically and their angles share one distribution
+(SPEC §1.2), so which one is "left" cannot be read from the pixels. A plain loss then pulls both predicted hands
+towards the average of the two possible positions. The invariant losses score each sample against whichever
+hand order fits the prediction better, so the model is not punished for an unknowable label.
+:func:`canonical_hand_order` is the alternative: relabel the targets so the label becomes learnable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+HAND_INDICES: tuple[int, int] = (1, 2)
+
+
+def _check_same_shape(pred: Tensor, target: Tensor) -> None:
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+
+
+def _swap_order(num_keypoints: int, hand_indices: tuple[int, int]) -> list[int]:
+    """Keypoint index order with the two hands exchanged."""
+    a, b = hand_indices
+    if a == b or not (0 <= a < num_keypoints and 0 <= b < num_keypoints):
+        raise ValueError(f"hand_indices {hand_indices} must be two distinct indices in [0, {num_keypoints})")
+    order = list(range(num_keypoints))
+    order[a], order[b] = b, a
+    return order
+
+
+def heatmap_mse_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over all elements of ``[B, K, H, W]`` heatmaps (pred = raw logits); scalar."""
+    _check_same_shape(pred, target)
+    return F.mse_loss(pred, target)
+
+
+def coordinate_mse_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over all elements of ``[B, 2K]`` normalised coordinates; scalar."""
+    _check_same_shape(pred, target)
+    return F.mse_loss(pred, target)
+
+
+def coordinate_l1_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean absolute error over all elements of ``[B, 2K]`` normalised coordinates; scalar."""
+    _check_same_shape(pred, target)
+    return F.l1_loss(pred, target)
+
+
+def _min_over_hand_orders(
+    pred: Tensor, target: Tensor, hand_indices: tuple[int, int], elementwise: Callable[[Tensor, Tensor], Tensor]
+) -> Tensor:
+    """Mean over samples of ``min(loss vs target, loss vs target with hands swapped)``.
+
+    ``pred`` and ``target`` are ``[B, K, ...]``; ``elementwise`` returns an unreduced loss of the same shape.
+    Each per-sample loss is the mean over that sample's elements, so the result equals the plain mean loss
+    whenever the given order is the better one for every sample. Gradients flow through the chosen order only.
+    """
+    swapped = target[:, _swap_order(target.shape[1], hand_indices)]
+    as_given = elementwise(pred, target).flatten(1).mean(dim=1)
+    exchanged = elementwise(pred, swapped).flatten(1).mean(dim=1)
+    return torch.minimum(as_given, exchanged).mean()
+
+
+def _as_keypoint_pairs(coords: Tensor) -> Tensor:
+    """``[B, 2K] -> [B, K, 2]`` view."""
+    if coords.ndim != 2 or coords.shape[1] % 2:
+        raise ValueError(f"coordinates must have shape [B, 2K], got {tuple(coords.shape)}")
+    return coords.reshape(coords.shape[0], -1, 2)
+
+
+def hand_invariant_heatmap_loss(pred: Tensor, target: Tensor, hand_indices: tuple[int, int] = HAND_INDICES) -> Tensor:
+    """Heatmap MSE, per sample the smaller of the two hand orders of ``target``, averaged over the batch.
+
+    ``pred`` and ``target`` are ``[B, K, H, W]``; returns a scalar. Invariant to exchanging the target hands.
+    """
+    _check_same_shape(pred, target)
+    return _min_over_hand_orders(pred, target, hand_indices, lambda p, t: (p - t) ** 2)
+
+
+def hand_invariant_coordinate_mse(pred: Tensor, target: Tensor, hand_indices: tuple[int, int] = HAND_INDICES) -> Tensor:
+    """Coordinate MSE on ``[B, 2K]``, per sample the smaller of the two hand orders of ``target``; scalar."""
+    _check_same_shape(pred, target)
+    return _min_over_hand_orders(
+        _as_keypoint_pairs(pred), _as_keypoint_pairs(target), hand_indices, lambda p, t: (p - t) ** 2
+    )
+
+
+def hand_invariant_coordinate_l1(pred: Tensor, target: Tensor, hand_indices: tuple[int, int] = HAND_INDICES) -> Tensor:
+    """Coordinate L1 on ``[B, 2K]``, per sample the smaller of the two hand orders of ``target``; scalar."""
+    _check_same_shape(pred, target)
+    return _min_over_hand_orders(
+        _as_keypoint_pairs(pred), _as_keypoint_pairs(target), hand_indices, lambda p, t: (p - t).abs()
+    )
+
+
+def canonical_hand_order(keypoints: Tensor, hand_indices: tuple[int, int] = HAND_INDICES) -> Tensor:
+    """Relabel hands so that the first hand index holds the hand with the smaller ``x``; ``[..., K, 2]`` copy.
+
+    Ties in ``x`` are broken by the smaller ``y``; if both coincide the order does not matter. This is a
+    deterministic function of the hand *positions*, which the pixels do show, so a model can learn the new
+    labels ("image-left hand" / "image-right hand") with plain losses. Apply it to targets (and to ground truth
+    at evaluation) consistently; it changes what "left_hand" means.
+    """
+    if keypoints.ndim < 2 or keypoints.shape[-1] != 2:
+        raise ValueError(f"keypoints must have shape [..., K, 2], got {tuple(keypoints.shape)}")
+    a, b = hand_indices
+    order = _swap_order(keypoints.shape[-2], hand_indices)
+    first, second = keypoints[..., a, :], keypoints[..., b, :]
+    out_of_order = (first[..., 0] > second[..., 0]) | (
+        (first[..., 0] == second[..., 0]) & (first[..., 1] > second[..., 1])
+    )
+    return torch.where(out_of_order[..., None, None], keypoints[..., order, :], keypoints)
