@@ -92,7 +92,8 @@ def test_reference_agreement_with_other_thresholds(small_anchors):
 
 
 def test_no_boxes_means_all_negative(small_anchors):
-    labels, boxes, pos, neg = match_anchors_to_targets(small_anchors, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    no_labels = torch.zeros(0, dtype=torch.long)
+    labels, boxes, pos, neg = match_anchors_to_targets(small_anchors, torch.zeros(0, 4), no_labels)
     n = small_anchors.shape[0]
     assert labels.shape == (n,) and labels.eq(0).all()
     assert boxes.shape == (n, 4) and boxes.eq(0).all()

@@ -232,12 +232,11 @@ def fit(
                 "rng": rng_state(),
             })
             _write_log(files.log, log)
-            if progress:
-                tqdm.write(
-                    f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {train_losses['loss_total']:.4f}  "
-                    f"val {val_losses['loss_total']:.4f}{' *' if improved else ''}  "
-                    f"lr {record['lr']:.2e}  {train_time:.0f}s ({record['images_per_s']:.1f} img/s)"
-                )
+            tqdm.write(
+                f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {train_losses['loss_total']:.4f}  "
+                f"val {val_losses['loss_total']:.4f}{' *' if improved else ''}  "
+                f"lr {record['lr']:.2e}  {train_time:.0f}s ({record['images_per_s']:.1f} img/s)"
+            )
         if on_epoch_end is not None and main:
             on_epoch_end(epoch + 1, model)
         distributed.barrier()

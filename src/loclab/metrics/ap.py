@@ -24,18 +24,10 @@ import numpy as np
 import torch
 
 __all__ = [
-    "Detections",
-    "GroundTruth",
-    "MatchResult",
-    "match_detections",
-    "keep_top_k_per_image",
-    "keep_top_k_per_image_class",
-    "precision_recall_curve",
-    "ap_voc_allpoint",
-    "ap_voc07_11point",
-    "ap_coco_101point",
-    "compute_ap",
-]
+    "Detections", "GroundTruth", "MatchResult", "match_detections", "keep_top_k_per_image",
+    "keep_top_k_per_image_class", "precision_recall_curve", "ap_voc_allpoint", "ap_voc07_11point",
+    "ap_coco_101point", "compute_ap",
+]  # fmt: skip
 
 
 def _as_array(values: Any, dtype: type) -> np.ndarray:
@@ -121,6 +113,8 @@ class GroundTruth:
             raise ValueError("GroundTruth: some boxes belong to images missing from image_ids")
         if self.iscrowd is not None:
             iscrowd = _as_array(self.iscrowd, bool).reshape(-1)
+            if len(iscrowd) != len(image_id):
+                raise ValueError("GroundTruth: iscrowd must have one entry per box")
             object.__setattr__(self, "iscrowd", iscrowd)
             if iscrowd.any():
                 warnings.warn("GroundTruth: iscrowd is not supported; crowd boxes are evaluated as ordinary boxes")
@@ -149,8 +143,7 @@ class MatchResult:
 def _iou_matrix(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """IoU ``[N, M]`` of ``(x1, y1, x2, y2)`` boxes, no ``+1``; 0 where the union is empty."""
     lt = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = np.clip(rb - lt, 0.0, None)
+    wh = np.clip(np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:]) - lt, 0.0, None)
     inter = wh[..., 0] * wh[..., 1]
     area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
     area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
@@ -165,8 +158,7 @@ def _group_rows(image_id: np.ndarray, category_id: np.ndarray) -> dict[tuple[int
         return {}
     img, cat = image_id[order], category_id[order]
     cuts = np.flatnonzero((img[1:] != img[:-1]) | (cat[1:] != cat[:-1])) + 1
-    starts = np.concatenate(([0], cuts))
-    return {(int(img[s]), int(cat[s])): rows for s, rows in zip(starts, np.split(order, cuts))}
+    return {(int(img[s]), int(cat[s])): rows for s, rows in zip(np.r_[0, cuts], np.split(order, cuts))}
 
 
 def _greedy_match(iou: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -263,8 +255,7 @@ def precision_recall_curve(dets: Detections, match: MatchResult, category_id: in
     """
     rows = np.flatnonzero(dets.category_id == category_id)
     rows = rows[np.lexsort((rows, dets.image_id[rows], -dets.scores[rows]))]
-    tp = np.cumsum(match.is_tp[rows])
-    fp = np.cumsum(~match.is_tp[rows])
+    tp, fp = np.cumsum(match.is_tp[rows]), np.cumsum(~match.is_tp[rows])
     num_gt = match.num_gt.get(int(category_id), 0)
     recall = tp / num_gt if num_gt > 0 else np.full(len(rows), np.nan)
     precision = tp / np.maximum(tp + fp, 1)
@@ -272,8 +263,7 @@ def precision_recall_curve(dets: Detections, match: MatchResult, category_id: in
 
 
 def _check_curve(recall: np.ndarray, precision: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    recall = np.asarray(recall, dtype=np.float64).reshape(-1)
-    precision = np.asarray(precision, dtype=np.float64).reshape(-1)
+    recall, precision = np.asarray(recall, np.float64).ravel(), np.asarray(precision, np.float64).ravel()
     if recall.shape != precision.shape:
         raise ValueError(f"recall and precision differ in length: {recall.shape[0]} vs {precision.shape[0]}")
     return recall, precision

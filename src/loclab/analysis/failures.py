@@ -1,0 +1,160 @@
+"""Failure cases of the keypoint study: where the heatmap model and the regression model disagree (SPEC §3.4).
+
+Mine these on the **validation** split only; training images have been fitted and say little about failures.
+
+Per image a model is **correct at threshold t** when *all* K keypoints satisfy ``distance / norm <= t``, the rule
+and norms of :mod:`loclab.metrics.pck` (``bbox``: diagonal of the box around the image's ground-truth keypoints).
+By default the rule is **swap-aware**: before scoring, each model's two hands are matched to the ground truth in
+the order with the smaller summed distance (:func:`loclab.metrics.pck.best_hand_assignment`). The stick
+figures' hands are drawn identically and their angles share one distribution, so the "left"/"right" labels cannot
+be told from the pixels (SPEC §1.2); without the swap, half of all images would "fail" for a label coin toss that
+no model can win. ``swap_aware=False`` gives the plain-label rule.
+
+Types: **A** heatmap correct, regression wrong; **B** regression correct, heatmap wrong; **C** both wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from loclab.metrics.pck import (
+    HAND_INDICES,
+    KEYPOINT_NAMES,
+    ArrayLike,
+    NormalizeBy,
+    best_hand_assignment,
+    keypoint_distances,
+    keypoint_norms,
+)
+
+FAILURE_TYPES: tuple[str, ...] = ("A", "B", "C")
+TYPE_MEANINGS: dict[str, str] = {
+    "A": "heatmap correct, regression wrong",
+    "B": "regression correct, heatmap wrong",
+    "C": "both wrong",
+}
+MODELS: tuple[str, str] = ("heatmap", "regression")
+
+
+def failure_rule(threshold: float, normalize_by: NormalizeBy, swap_aware: bool) -> str:
+    """The stated per-image correctness rule, for reports."""
+    norm = {"bbox": "the diagonal of the box around the image's ground-truth keypoints",
+            "torso": "the distance from the head to the midpoint of the two feet"}[normalize_by]
+    hands = ("the two hands are first matched per image in the order with the smaller summed distance "
+             "(hand labels cannot be told from the pixels)" if swap_aware else "hands scored by their labels")
+    return (f"an image is correct for a model when all keypoints satisfy distance / norm <= {threshold:g}, "
+            f"norm = {norm}; {hands}")
+
+
+def keypoint_correctness(
+    predictions: ArrayLike,
+    ground_truths: ArrayLike,
+    threshold: float = 0.1,
+    normalize_by: NormalizeBy = "bbox",
+    swap_aware: bool = True,
+    hand_indices: tuple[int, int] = HAND_INDICES,
+) -> tuple[Tensor, Tensor]:
+    """Which keypoints are correct, after the optional hand matching.
+
+    Args:
+        predictions, ground_truths: ``[N, K, 2]`` ``(x, y)`` pixels.
+        threshold: fraction of the per-image norm; correct when ``distance / norm <= threshold``.
+        swap_aware: match the hands per image first (:func:`best_hand_assignment`).
+
+    Returns:
+        ``(correct bool [N, K], matched predictions float64 [N, K, 2])``; the matched predictions are the
+        input with each image's hands in the order that was scored (unchanged when ``swap_aware=False``).
+    """
+    if swap_aware:
+        matched, _ = best_hand_assignment(predictions, ground_truths, hand_indices)
+    else:
+        matched = torch.as_tensor(predictions).detach().cpu().double()
+    ratios = keypoint_distances(matched, ground_truths) / keypoint_norms(ground_truths, normalize_by)[:, None]
+    return ratios <= float(threshold), matched
+
+
+def failure_analysis(
+    heatmap_pred: ArrayLike,
+    regression_pred: ArrayLike,
+    ground_truths: ArrayLike,
+    image_ids: Sequence[int],
+    threshold: float = 0.1,
+    normalize_by: NormalizeBy = "bbox",
+    swap_aware: bool = True,
+    keypoint_names: Sequence[str] = KEYPOINT_NAMES,
+) -> dict[str, Any]:
+    """Classify validation images into failure types A/B/C and count which keypoints fail.
+
+    Args:
+        heatmap_pred, regression_pred, ground_truths: ``[N, K, 2]`` pixels, row ``i`` for ``image_ids[i]``.
+        image_ids: ``N`` image ids (validation split).
+        threshold, normalize_by: the per-image rule (module docstring); ``swap_aware`` defaults to True.
+        keypoint_names: ``K`` names, in keypoint order.
+
+    Returns a JSON-ready dict:
+
+    * ``rule`` (text), ``threshold``, ``normalize_by``, ``swap_aware``, ``num_images``, ``types`` (meanings);
+    * ``counts``: ``{"A": n, "B": n, "C": n, "both_correct": n}`` (they sum to ``num_images``);
+    * ``image_ids``: ``{"A": [ids], "B": [...], "C": [...]}`` in input order;
+    * ``failing_keypoints``: ``{type: {"heatmap": {name: n}, "regression": {name: n}}}``, how many images of
+      that type have each keypoint wrong for each model (the correct model's counts are 0 in A and B);
+    * ``keypoint_accuracy``: ``{"heatmap": {name: fraction}, "regression": {...}}`` over all images, same rule;
+    * ``failing_by_image``: ``{str(id): {"type": t, "heatmap": [names], "regression": [names]}}`` for every
+      image of type A, B or C.
+    """
+    ids = [int(i) for i in image_ids]
+    names = list(keypoint_names)
+    correct = {
+        "heatmap": keypoint_correctness(heatmap_pred, ground_truths, threshold, normalize_by, swap_aware)[0],
+        "regression": keypoint_correctness(regression_pred, ground_truths, threshold, normalize_by, swap_aware)[0],
+    }
+    num_images, num_keypoints = correct["heatmap"].shape
+    if correct["regression"].shape != correct["heatmap"].shape:
+        raise ValueError(f"heatmap_pred and regression_pred differ in shape: {tuple(correct['heatmap'].shape)} "
+                         f"vs {tuple(correct['regression'].shape)}")
+    if len(ids) != num_images:
+        raise ValueError(f"got {len(ids)} image_ids for {num_images} images")
+    if len(names) != num_keypoints:
+        raise ValueError(f"got {len(names)} keypoint_names for K = {num_keypoints}")
+
+    image_ok = {model: c.all(dim=1) for model, c in correct.items()}  # [N] bool each
+    masks = {
+        "A": image_ok["heatmap"] & ~image_ok["regression"],
+        "B": ~image_ok["heatmap"] & image_ok["regression"],
+        "C": ~image_ok["heatmap"] & ~image_ok["regression"],
+    }
+    both = image_ok["heatmap"] & image_ok["regression"]
+
+    failing: dict[str, dict[str, dict[str, int]]] = {}
+    for kind, mask in masks.items():
+        failing[kind] = {}
+        for model in MODELS:
+            wrong = (~correct[model][mask]).sum(dim=0)  # [K]
+            failing[kind][model] = {name: int(wrong[k]) for k, name in enumerate(names)}
+
+    by_image: dict[str, dict[str, Any]] = {}
+    for kind, mask in masks.items():
+        for row in torch.nonzero(mask).flatten().tolist():
+            by_image[str(ids[row])] = {"type": kind, **{
+                model: [names[k] for k in range(num_keypoints) if not bool(correct[model][row, k])] for model in MODELS
+            }}
+
+    return {
+        "rule": failure_rule(threshold, normalize_by, swap_aware),
+        "threshold": float(threshold),
+        "normalize_by": normalize_by,
+        "swap_aware": bool(swap_aware),
+        "num_images": int(num_images),
+        "types": dict(TYPE_MEANINGS),
+        "counts": {**{kind: int(mask.sum()) for kind, mask in masks.items()}, "both_correct": int(both.sum())},
+        "image_ids": {kind: [ids[i] for i in torch.nonzero(mask).flatten().tolist()] for kind, mask in masks.items()},
+        "failing_keypoints": failing,
+        "keypoint_accuracy": {
+            model: {name: c[:, k].double().mean().item() for k, name in enumerate(names)} for model, c in correct.items()
+        },
+        "failing_by_image": by_image,
+    }

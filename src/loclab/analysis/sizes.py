@@ -1,0 +1,108 @@
+"""Object size buckets by ``sqrt(area)`` of the ground-truth box, and the object size distribution of a split.
+
+Buckets (edges in pixels of ``sqrt((x2 - x1) * (y2 - y1))``)::
+
+    small   sqrt(area) <  40
+    medium  40 <= sqrt(area) < 96
+    large   96 <= sqrt(area)
+
+Why these edges: the shapes classes have sides circle 16–32, square 48–96, triangle 96–192 (a box of size ``s`` is
+``2 * (s // 2)`` px wide, so the sides seen are even numbers in those ranges). 40 sits in the empty gap between the
+largest circle (32) and the smallest square (48), so small = circles exactly. The square and triangle ranges meet
+at 96: a 96 px square and a 96 or 97 px triangle have the same 96 px box and no size rule can separate them; they
+fall into **large** (the ``<`` is strict), so "medium" holds squares of 48–94 px and "large" holds every triangle
+plus the rare 96 px square (1 size value of the 49 a square can take). The edges are not COCO's (32², 96² in
+area): 32 would split nothing useful here, as every circle is <= 32.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from loclab.data.formats_detection import DetectionSplit
+
+SIZE_BUCKETS: tuple[str, str, str] = ("small", "medium", "large")
+BUCKET_EDGES: tuple[float, float] = (40.0, 96.0)
+"""``sqrt(area)`` edges between small|medium and medium|large; a value equal to an edge goes to the larger bucket."""
+BUCKET_RULE = "small: sqrt(area) < 40 px <= medium < 96 px <= large (a 96 px square is large)"
+
+ArrayT = TypeVar("ArrayT", Tensor, np.ndarray)
+
+
+def box_sqrt_area(boxes: ArrayT) -> ArrayT:
+    """``sqrt((x2 - x1) * (y2 - y1))`` of ``boxes [N, 4]`` xyxy (Tensor or ndarray); returns ``[N]`` float."""
+    if isinstance(boxes, Tensor):
+        boxes = boxes.float().reshape(-1, 4)
+        return ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=0).sqrt()
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 0, None))
+
+
+def size_bucket(boxes: ArrayT) -> ArrayT:
+    """Size bucket index of each box: 0 small, 1 medium, 2 large (names in :data:`SIZE_BUCKETS`).
+
+    Args:
+        boxes: ``[N, 4]`` xyxy boxes, a Tensor or an ndarray.
+
+    Returns:
+        ``[N]`` int64 of the same kind (LongTensor or ndarray).
+    """
+    side = box_sqrt_area(boxes)
+    if isinstance(side, Tensor):
+        edges = torch.tensor(BUCKET_EDGES, dtype=side.dtype, device=side.device)
+        return torch.bucketize(side, edges, right=True)  # right=True: a value on an edge goes up
+    return np.searchsorted(np.asarray(BUCKET_EDGES), side, side="right").astype(np.int64)
+
+
+def _summary(values: np.ndarray) -> dict[str, float | None]:
+    if values.size == 0:
+        return {"min": None, "median": None, "max": None}
+    return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
+
+
+def size_distribution(boxes: np.ndarray, labels: np.ndarray, class_names: dict[int, str]) -> dict[str, Any]:
+    """Object sizes per class and bucket from flat arrays.
+
+    Args:
+        boxes: ``[G, 4]`` xyxy ground-truth boxes of the whole split.
+        labels: ``[G]`` class ids (keys of ``class_names``).
+        class_names: ``{class id: name}``.
+
+    Returns:
+        JSON-ready ``{"buckets": [...], "bucket_edges": [40, 96], "bucket_rule": str, "num_objects": G,
+        "bucket_counts": {bucket: n}, "per_class": {name: {"count", "sqrt_area": [...] (rounded to 0.01),
+        "bucket_counts": {bucket: n}, "min", "median", "max"}}}``; min/median/max are null for an empty class.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    side = box_sqrt_area(boxes)
+    bucket = size_bucket(boxes)
+    per_class: dict[str, Any] = {}
+    for class_id, name in sorted(class_names.items()):
+        mask = labels == class_id
+        counts = np.bincount(bucket[mask], minlength=len(SIZE_BUCKETS))
+        per_class[name] = {
+            "count": int(mask.sum()),
+            "sqrt_area": np.round(side[mask], 2).tolist(),
+            "bucket_counts": dict(zip(SIZE_BUCKETS, counts.tolist())),
+            **_summary(side[mask]),
+        }
+    return {
+        "buckets": list(SIZE_BUCKETS),
+        "bucket_edges": list(BUCKET_EDGES),
+        "bucket_rule": BUCKET_RULE,
+        "num_objects": int(len(labels)),
+        "bucket_counts": dict(zip(SIZE_BUCKETS, np.bincount(bucket, minlength=len(SIZE_BUCKETS)).tolist())),
+        "per_class": per_class,
+    }
+
+
+def object_size_distribution(split: DetectionSplit) -> dict[str, Any]:
+    """:func:`size_distribution` of every ground-truth box of ``split`` (classes from ``split.categories``)."""
+    boxes = torch.cat(split.boxes).numpy() if split.boxes else np.zeros((0, 4))
+    labels = torch.cat(split.labels).numpy() if split.labels else np.zeros(0, dtype=np.int64)
+    return size_distribution(boxes, labels, split.categories)

@@ -1,0 +1,122 @@
+"""The study's units of work: train + evaluate one run, compare keypoint models, run ablation grids.
+
+Ablation trials are independent runs, each in its own directory, so they can run in parallel worker
+processes (``AblationConfig.workers``) or be scheduled by any cluster engine: a trial is fully
+described by ``(task config, data root, run directory)`` — see :func:`run_trial`.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loclab.analysis.ablation import (
+    anchor_ablation_trials,
+    keypoint_ablation_trials,
+    summarise_anchor_ablation,
+    summarise_keypoint_ablation,
+)
+from loclab.config import AblationConfig, DetectorConfig, KeypointConfig, from_dict, to_dict
+from loclab.engine.rundir import read_json, write_json
+from loclab.engine.tasks import train_detector_on_root, train_keypoints_on_root
+
+
+def detector_trial(cfg: DetectorConfig, data_root: Path, run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train (resuming if interrupted) and evaluate a detector; returns its metrics."""
+    from loclab.engine.evaluate_detection import evaluate_detector_run
+
+    log = train_detector_on_root(cfg, data_root, run_dir, resume=True, progress=progress)
+    metrics = evaluate_detector_run(run_dir, progress=progress)
+    return {**metrics, "train_time_s": sum(r["train_time_s"] for r in log)}
+
+
+def keypoint_trial(cfg: KeypointConfig, data_root: Path, run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train (resuming if interrupted) and evaluate a keypoint model; returns its metrics."""
+    from loclab.engine.evaluate_keypoints import evaluate_keypoint_run
+
+    log = train_keypoints_on_root(cfg, data_root, run_dir, resume=True, progress=progress)
+    metrics = evaluate_keypoint_run(run_dir)
+    return {**metrics, "val_loss": min(r["val"]["loss_total"] for r in log),
+            "train_time_s": sum(r["train_time_s"] for r in log)}
+
+
+def run_trial(task: str, config: dict[str, Any], data_root: str, run_dir: str, threads: int = 0) -> dict[str, Any]:
+    """One ablation trial from plain arguments (picklable: usable from worker processes or a cluster)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if task == "detector":
+        return detector_trial(from_dict(DetectorConfig, config), Path(data_root), Path(run_dir), progress=False)
+    return keypoint_trial(from_dict(KeypointConfig, config), Path(data_root), Path(run_dir), progress=False)
+
+
+def run_grid(task: str, configs: dict[str, Any], data_root: Path, out: Path, workers: int = 1) -> dict[str, dict]:
+    """Run every trial of a grid, ``workers`` at a time; each worker gets an equal share of the cores."""
+    jobs = {name: (task, to_dict(cfg), str(data_root), str(out / name)) for name, cfg in configs.items()}
+    if workers <= 1:
+        results = {}
+        for i, (name, args) in enumerate(jobs.items(), 1):
+            print(f"  trial {i}/{len(jobs)}: {name}", flush=True)
+            results[name] = run_trial(*args)
+        return results
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {name: pool.submit(run_trial, *args, threads) for name, args in jobs.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def anchor_ablation(base: DetectorConfig, ablation: AblationConfig, data_root: Path, out: Path) -> dict[str, Any]:
+    """Train the detector with each anchor set; write ``anchor_ablation.json`` side by side."""
+    configs = anchor_ablation_trials(base, ablation)
+    metrics = run_grid("detector", configs, data_root, out, ablation.workers)
+    summary = summarise_anchor_ablation(configs, metrics)
+    write_json(out / "anchor_ablation.json", summary)
+    return summary
+
+
+def keypoint_ablation(base: KeypointConfig, ablation: AblationConfig, data_root: Path, out: Path) -> dict[str, Any]:
+    """Heatmap resolution, sigma and skip grid; writes ``baseline_results.json`` and the ablation plot."""
+    from loclab.viz.keypoint_plots import plot_ablation
+
+    configs = keypoint_ablation_trials(base, ablation)
+    metrics = run_grid("keypoints", configs, data_root, out, ablation.workers)
+    summary = summarise_keypoint_ablation(base, ablation, metrics)
+    write_json(out / "baseline_results.json", summary)
+    plot_ablation(summary, out / "visualizations" / "ablation.png")
+    return summary
+
+
+def keypoint_comparison(keypoint_dir: Path, data_root: Path, threshold: float) -> dict[str, Any]:
+    """Heatmap vs regression on the val split: PCK side by side, the ambiguity ceiling, failure analysis."""
+    from loclab.study.comparison import compare_keypoint_runs
+
+    result = compare_keypoint_runs(keypoint_dir / "heatmap", keypoint_dir / "regression", data_root, threshold,
+                                   keypoint_dir / "visualizations")
+    write_json(keypoint_dir / "comparison.json", result)
+    return result
+
+
+def ablation_from_cli(args) -> Path:
+    """``loclab ablate anchors|keypoints``: the preset's grid, optionally with other epochs/workers."""
+    from dataclasses import replace
+
+    from loclab.study.run import resolve_study_config
+
+    cfg = resolve_study_config(args.preset, args.overrides)
+    ablation = cfg.ablation
+    if args.epochs:
+        ablation = replace(ablation, detector_epochs=args.epochs, keypoint_epochs=args.epochs)
+    if args.workers:
+        ablation = replace(ablation, workers=args.workers)
+    if args.what == "anchors":
+        anchor_ablation(cfg.detector, ablation, args.data_root, args.out)
+        return args.out / "anchor_ablation.json"
+    keypoint_ablation(cfg.heatmap, ablation, args.data_root, args.out)
+    return args.out / "baseline_results.json"
+
+
+def load_metrics(run_dir: Path) -> dict[str, Any]:
+    return read_json(Path(run_dir) / "metrics.json")
