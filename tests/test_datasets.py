@@ -1,5 +1,6 @@
 """Datasets: decode-once tensors, targets, detection collate and horizontal flips."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -149,6 +150,6 @@ def test_keypoint_dataset_refuses_unlabelled_keypoints(tiny_data_root):
     split = load_keypoint_annotations(keypoint_paths(tiny_data_root)[1])
     visible = split.visible.clone()
     visible[1, 2] = False
-    partly = type(split)(**{**split.__dict__, "visible": visible})
+    partly = dataclasses.replace(split, visible=visible)
     with pytest.raises(DataError, match=rf'image id {split.images[1].id} .* unlabelled keypoints'):
         KeypointDataset.from_split(partly)

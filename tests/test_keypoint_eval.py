@@ -174,3 +174,49 @@ def test_evaluate_run_writes_metrics_predictions_and_figures(tiny_data_root, tmp
     assert rescored["pck"] == metrics["pck"]
     for name in ("loss_curve.png", "heatmaps_across_epochs.png", "predictions.png"):
         assert (run / "visualizations" / name).stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------------------ charts
+
+
+def _is_png(path: Path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def test_charts_are_written(tmp_path):
+    from loclab.viz.keypoint_plots import (
+        plot_ablation,
+        plot_heatmaps_across_epochs,
+        plot_loss_curve,
+        plot_pck_curves,
+        plot_per_keypoint,
+    )
+
+    heatmap = keypoint_metrics(GT + 1.0, GT)
+    regression = keypoint_metrics(swap_hands(GT).numpy() + 2.0, GT)
+    curves = {"heatmap": heatmap["pck"], "heatmap (swap-aware)": heatmap["pck_swap"],
+              "regression": regression["pck"], "regression (swap-aware)": regression["pck_swap"]}
+    row = {"pck": heatmap["pck"], "pck_swap": heatmap["pck_swap"], "val_mse": 1e-3}
+    ablation = {"factors": {
+        "heatmap_size": {"rows": [{**row, "setting": f"{s}x{s}"} for s in (32, 64, 128)], "best": "64x64"},
+        "sigma": {"rows": [{**row, "setting": f"{s}"} for s in (1, 2, 3, 4)], "best": "2"},
+        "skip": {"rows": [{**row, "setting": "with skip"}, {**row, "setting": "without skip", "val_mse": None}],
+                 "best": "with skip"},
+    }}
+    log = [{"epoch": e, "lr": 1e-3 / e, "train": {"loss_total": 1.0 / e}, "val": {"loss_total": 1.2 / e}}
+           for e in (1, 2, 3)]
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "heatmap_snapshots.npz"
+    np.savez_compressed(npz, image_ids=np.array([7, 8]),
+                        **{f"epoch_{e:03d}": rng.random((2, 5, 16, 16)).astype(np.float16) for e in (1, 3)})
+    images = np.full((2, 1, 128, 128), 255, dtype=np.uint8)
+    paths = [
+        plot_pck_curves(curves, tmp_path / "pck.png", ceiling=heatmap["ceiling"]),
+        plot_per_keypoint({"heatmap": heatmap["per_keypoint"], "regression": regression["per_keypoint"]},
+                          tmp_path / "per_kp.png"),
+        plot_ablation(ablation, tmp_path / "ablation.png"),
+        plot_loss_curve(log, tmp_path / "loss.png"),
+        plot_heatmaps_across_epochs(npz, images, tmp_path / "heatmaps.png"),
+        plot_heatmaps_across_epochs(npz, None, tmp_path / "heatmaps_alone.png"),
+    ]
+    assert all(_is_png(p) for p in paths)

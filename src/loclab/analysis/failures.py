@@ -139,9 +139,9 @@ def failure_analysis(
     by_image: dict[str, dict[str, Any]] = {}
     for kind, mask in masks.items():
         for row in torch.nonzero(mask).flatten().tolist():
-            by_image[str(ids[row])] = {"type": kind, **{
-                model: [names[k] for k in range(num_keypoints) if not bool(correct[model][row, k])] for model in MODELS
-            }}
+            wrong = {model: [names[k] for k in range(num_keypoints) if not bool(correct[model][row, k])]
+                     for model in MODELS}
+            by_image[str(ids[row])] = {"type": kind, **wrong}
 
     return {
         "rule": failure_rule(threshold, normalize_by, swap_aware),
@@ -154,7 +154,8 @@ def failure_analysis(
         "image_ids": {kind: [ids[i] for i in torch.nonzero(mask).flatten().tolist()] for kind, mask in masks.items()},
         "failing_keypoints": failing,
         "keypoint_accuracy": {
-            model: {name: c[:, k].double().mean().item() for k, name in enumerate(names)} for model, c in correct.items()
+            model: {name: c[:, k].double().mean().item() for k, name in enumerate(names)}
+            for model, c in correct.items()
         },
         "failing_by_image": by_image,
     }

@@ -24,6 +24,7 @@ from torch import Tensor
 from loclab.config import KeypointConfig, from_dict
 from loclab.data.datasets import decode_images
 from loclab.data.errors import DataError
+from loclab.data.formats import json_type
 from loclab.data.formats_keypoints import KeypointSplit, load_keypoint_annotations
 from loclab.engine.keypoints import checkpoint_name, load_keypoint_model, make_dataset, output_type, predict_keypoints
 from loclab.engine.rundir import RunDirError, read_json, write_json
@@ -103,7 +104,8 @@ def keypoint_metrics(
     distances = keypoint_distances(predictions, ground_truths)  # validates shapes, N >= 1
     num_keypoints = distances.shape[1]
     if keypoint_names is None:
-        keypoint_names = KEYPOINT_NAMES if num_keypoints == len(KEYPOINT_NAMES) else [f"kp{k}" for k in range(num_keypoints)]
+        default = num_keypoints == len(KEYPOINT_NAMES)
+        keypoint_names = KEYPOINT_NAMES if default else [f"kp{k}" for k in range(num_keypoints)]
     names = list(keypoint_names)
     hands = _hand_indices(names)
 
@@ -125,7 +127,8 @@ def keypoint_metrics(
     metrics["per_keypoint"] = {name: _keyed(v) for name, v in per_kp.items()}
     if hands is not None:
         matched, _ = best_hand_assignment(predictions, ground_truths, hands)
-        metrics["pck_swap"] = _keyed(compute_pck_swap_aware(predictions, ground_truths, thresholds, normalize_by, hands))
+        swap = compute_pck_swap_aware(predictions, ground_truths, thresholds, normalize_by, hands)
+        metrics["pck_swap"] = _keyed(swap)
         per_swap = compute_pck_per_keypoint(matched, ground_truths, thresholds, normalize_by, names)
         metrics["per_keypoint_swap"] = {name: _keyed(v) for name, v in per_swap.items()}
         metrics["ceiling"] = _keyed(pck_ambiguity_ceiling(ground_truths, thresholds, normalize_by, hands))
@@ -147,8 +150,7 @@ def _read_json_array(path: Path) -> list[Any]:
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
     if not isinstance(data, list):
-        kind = type(data).__name__.replace("dict", "object")
-        raise DataError(f"{path}: top level is a JSON {kind}, expected an array of "
+        raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected an array of "
                         '{"image_id": int, "keypoints": [[x, y], ...]} records.')
     return data
 
@@ -179,7 +181,7 @@ def read_keypoint_predictions(path: Path | str, split: KeypointSplit) -> Tensor:
     for index, record in enumerate(records):
         where = f"{path}: record [{index}]"
         if not isinstance(record, dict):
-            raise DataError(f"{where}: is a JSON {type(record).__name__}, expected an object with "
+            raise DataError(f"{where}: is a JSON {json_type(record)}, expected an object with "
                             '"image_id" and "keypoints".')
         missing = [key for key in ("image_id", "keypoints") if key not in record]
         if missing:
@@ -196,7 +198,7 @@ def read_keypoint_predictions(path: Path | str, split: KeypointSplit) -> Tensor:
         seen[image_id] = index
         points = record["keypoints"]
         if not isinstance(points, list) or len(points) != num_keypoints:
-            count = f"{len(points)} keypoints" if isinstance(points, list) else f"a {type(points).__name__}"
+            count = f"{len(points)} keypoints" if isinstance(points, list) else f"a JSON {json_type(points)}"
             raise DataError(f"{where}: \"keypoints\" has {count}, expected {num_keypoints} [x, y] pairs "
                             f"({', '.join(split.keypoint_names)}).")
         for k, raw in enumerate(points):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -237,6 +238,7 @@ def fit(
                 f"val {val_losses['loss_total']:.4f}{' *' if improved else ''}  "
                 f"lr {record['lr']:.2e}  {train_time:.0f}s ({record['images_per_s']:.1f} img/s)"
             )
+            sys.stdout.flush()
         if on_epoch_end is not None and main:
             on_epoch_end(epoch + 1, model)
         distributed.barrier()

@@ -54,7 +54,7 @@ def _draw_panel(ax: Any, image: np.ndarray, gt: np.ndarray, pred: np.ndarray, ti
             ax.scatter(pred[k, 0], pred[k, 1], s=110, marker="s", facecolors="none", edgecolors=FAILING_COLOUR,
                        linewidths=1.5)
             label = names[k] if names is not None else str(k)
-            ax.annotate(label, (pred[k, 0], pred[k, 1]), xytext=(4, 4), textcoords="offset points", fontsize=6,
+            ax.annotate(label, (pred[k, 0], pred[k, 1]), xytext=(4, 4), textcoords="offset points", fontsize=7,
                         color=FAILING_COLOUR)
     size = image.shape[-1]
     ax.set_xlim(-0.5, size - 0.5)
@@ -167,8 +167,9 @@ def draw_failure_examples(
             failing, matched = scored[method]
             _draw_panel(ax, pictures[row], gt[row], matched[row], f"{kind} id {image_id}: {method}",
                         failing=failing[row], names=keypoint_names)
-        axes[r][0].set_ylabel(f"{kind}: {TYPE_MEANINGS[kind]}", fontsize=8)
+        axes[r][0].set_ylabel(f"type {kind}", fontsize=10)
     rule = "swap-aware hands" if swap_aware else "hands by label"
+    meanings = ";  ".join(f"{kind}: {TYPE_MEANINGS[kind]}" for kind in FAILURE_TYPES)
     fig.suptitle(f"Failure examples at threshold {threshold:g} ({normalize_by} norm, {rule}); "
-                 "orange squares: keypoints that fail", fontsize=10)
+                 f"orange squares: keypoints that fail\n{meanings}", fontsize=9)
     return save_figure(fig, path)

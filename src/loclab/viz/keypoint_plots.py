@@ -135,8 +135,9 @@ def plot_ablation(
     names = [f for f in ABLATION_FACTORS if f in factors] + [f for f in factors if f not in ABLATION_FACTORS]
     has_swap = any(r.get("pck_swap") for f in names for r in factors[f].get("rows", []))
     metrics = ("pck", "pck_swap") if has_swap else ("pck",)
-    cols = max(len(names), 1)
-    fig, axes = plt.subplots(len(metrics), cols, figsize=(4.2 * cols, 3.4 * len(metrics) + 0.6), squeeze=False)
+    widths = [max(len(factors[f].get("rows", [])), 2) for f in names] or [1]
+    fig, axes = plt.subplots(len(metrics), len(widths), figsize=(1.3 * sum(widths) + 1.5, 3.4 * len(metrics) + 0.6),
+                             squeeze=False, gridspec_kw={"width_ratios": widths})
     shades = plt.get_cmap("Blues")(np.linspace(0.45, 0.9, len(thresholds)))
     width = 0.8 / max(len(thresholds), 1)
     for c, factor in enumerate(names):
@@ -149,7 +150,8 @@ def plot_ablation(
                 bars = ax.bar(x + (j - (len(thresholds) - 1) / 2) * width, values, width, color=shades[j],
                               label=f"PCK@{t:g}")
                 ax.bar_label(bars, fmt="%.2f", fontsize=7)
-            ax.set_xticks(x, [_setting_label(row, factors[factor].get("best")) for row in rows], fontsize=8)
+            last = r == len(metrics) - 1  # MSE only under the bottom row's ticks
+            ax.set_xticks(x, [_setting_label(row, factors[factor].get("best"), last) for row in rows], fontsize=8)
             ax.set_ylim(0, 1.12)
             ax.grid(axis="y", alpha=0.3)
             if r == 0:
@@ -161,10 +163,10 @@ def plot_ablation(
     return save_figure(fig, path)
 
 
-def _setting_label(row: Mapping[str, Any], best: str | None) -> str:
+def _setting_label(row: Mapping[str, Any], best: str | None, with_mse: bool) -> str:
     text = str(row.get("setting", "?")) + (" *" if best is not None and row.get("setting") == best else "")
-    if row.get("val_mse") is not None:
-        text += f"\nMSE {float(row['val_mse']):.2e}"
+    if with_mse and row.get("val_mse") is not None:
+        text += f"\nMSE {float(row['val_mse']):.1e}"
     return text
 
 

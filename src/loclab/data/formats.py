@@ -1,0 +1,240 @@
+"""Annotation files: the reading, validation and writing pieces that detection and keypoints share.
+
+The task readers live beside this module: :mod:`loclab.data.formats_detection` (shapes reference format and
+COCO detection) and :mod:`loclab.data.formats_keypoints` (stick-figure reference format and COCO keypoints).
+Their public names are forwarded here too, so ``from loclab.data.formats import load_detection_annotations``
+works as the architecture notes describe.
+
+Files are written one JSON object per file on a single line (``indent=None``, ``", "`` / ``": "`` separators as
+in the SPEC examples, keys in a fixed order, no NaN), then a newline; always through a temporary file and
+``os.replace`` so a crash never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from loclab.data.errors import DataError, ProblemLog, RecordError
+
+ANNOTATION_SUFFIX = "_annotations.json"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a split. ``path`` is ``image_dir / file_name``; ``width``/``height`` in pixels as declared
+    by the file (or the reference default when the file declares none), checked against the PNG header when
+    the reader was asked to check images."""
+
+    id: int
+    file_name: str
+    path: Path
+    width: int
+    height: int
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """Parse ``path`` as a JSON object; every way that fails raises :class:`DataError` naming the file.
+
+    Missing file, directory, non-UTF-8 bytes, empty file, malformed JSON (with line and column) and a top
+    level that is not an object are all file-level problems: they raise regardless of ``skip_bad``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: annotation file does not exist.")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected an annotation JSON file.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: is not UTF-8 text ({err.reason} at byte {err.start}).") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot be read ({err.strerror}).") from None
+    if not text.strip():
+        raise DataError(f"{path}: is empty, expected a JSON object.")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected an object.")
+    return data
+
+
+def write_json_atomic(path: Path, obj: Mapping[str, Any]) -> Path:
+    """Write ``obj`` as one line of JSON (see module docstring) via a temp file + ``os.replace``; returns path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=None, allow_nan=False) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def default_image_dir(annotation_file: Path) -> Path:
+    """Where a split's images live when the caller gives no directory.
+
+    ``<root>/train_annotations.json`` -> ``<root>/train/`` (the reference layout); any other file name ->
+    the file's own directory.
+    """
+    annotation_file = Path(annotation_file)
+    if annotation_file.name.endswith(ANNOTATION_SUFFIX):
+        return annotation_file.with_name(annotation_file.name[: -len(ANNOTATION_SUFFIX)])
+    return annotation_file.parent
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def require_list(data: Mapping[str, Any], key: str, file: Path) -> list[Any]:
+    """Top-level ``data[key]`` must be an array; anything else is a file-level :class:`DataError`."""
+    if key not in data:
+        raise DataError(f"{file}: missing top-level key \"{key}\" (found keys: {sorted(data)}).")
+    value = data[key]
+    if not isinstance(value, list):
+        raise DataError(f"{file}: top-level \"{key}\" is a JSON {json_type(value)}, expected an array.")
+    return value
+
+
+def field_int(record: Mapping[str, Any], key: str) -> int:
+    """``record[key]`` as an int (JSON integer, not boolean, not float); :class:`RecordError` otherwise."""
+    if key not in record:
+        raise RecordError(f"missing key \"{key}\"")
+    value = record[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RecordError(f"\"{key}\" is {value!r} ({json_type(value)}), expected an integer")
+    return value
+
+
+def field_str(record: Mapping[str, Any], key: str) -> str:
+    """``record[key]`` as a non-empty string; :class:`RecordError` otherwise."""
+    if key not in record:
+        raise RecordError(f"missing key \"{key}\"")
+    value = record[key]
+    if not isinstance(value, str) or not value:
+        raise RecordError(f"\"{key}\" is {value!r} ({json_type(value)}), expected a non-empty string")
+    return value
+
+
+def finite_numbers(value: Any, length: int, what: str) -> list[float]:
+    """``value`` as a list of exactly ``length`` finite numbers (ints or floats, not booleans, not NaN/inf)."""
+    if not isinstance(value, list) or len(value) != length:
+        shown = f"{len(value)} values" if isinstance(value, list) else f"a JSON {json_type(value)}"
+        raise RecordError(f"{what} {value!r} is {shown}, expected {length} numbers")
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+            raise RecordError(f"{what} {value!r} contains {item!r}, expected finite numbers")
+    return [float(v) for v in value]
+
+
+def image_where(raw: Any, index: int) -> str:
+    """How messages name an image record: ``image id 3 ("000003.png")``, or ``images[5]`` without a usable id."""
+    if isinstance(raw, dict) and isinstance(raw.get("id"), int) and not isinstance(raw.get("id"), bool):
+        name = raw.get("file_name")
+        return f"image id {raw['id']}" + (f" (\"{name}\")" if isinstance(name, str) else "")
+    return f"images[{index}]"
+
+
+def image_record(raw: Any, image_dir: Path, default_size: tuple[int, int]) -> ImageRecord:
+    """Validate one raw image entry (``id``, ``file_name``, optional ``width``/``height``) into a record.
+
+    ``default_size`` is ``(width, height)`` used when the file declares neither (the reference formats
+    do not always). Raises :class:`RecordError`.
+    """
+    if not isinstance(raw, dict):
+        raise RecordError(f"is a JSON {json_type(raw)}, expected an object")
+    image_id = field_int(raw, "id")
+    file_name = field_str(raw, "file_name")
+    size = []
+    for key, default in zip(("width", "height"), default_size):
+        value = field_int(raw, key) if key in raw else default
+        if value <= 0:
+            raise RecordError(f"\"{key}\" is {value}, expected a positive integer")
+        size.append(value)
+    return ImageRecord(image_id, file_name, Path(image_dir) / file_name, size[0], size[1])
+
+
+def check_image_file(record: ImageRecord) -> None:
+    """Check that the image exists, is an image PIL can identify, and has the declared size.
+
+    Reads the header only (cheap); pixels are decoded once, later, by the datasets. Raises :class:`RecordError`.
+    """
+    if not record.path.is_file():
+        raise RecordError(f"image file {record.path} does not exist")
+    try:
+        with Image.open(record.path) as image:
+            size = image.size
+    except (UnidentifiedImageError, OSError) as err:
+        raise RecordError(f"image file {record.path} is not a readable image ({err})") from None
+    if size != (record.width, record.height):
+        raise RecordError(
+            f"image file {record.path} is {size[0]}x{size[1]}, expected {record.width}x{record.height}"
+        )
+
+
+def parse_images(
+    raw_images: list[Any],
+    image_dir: Path,
+    default_size: tuple[int, int],
+    log: ProblemLog,
+    check_images: bool,
+) -> tuple[dict[int, ImageRecord], set[int]]:
+    """Validate the ``images`` array. Returns (accepted records by id in file order, every id the file declares).
+
+    A bad entry (wrong types, duplicate id, and with ``check_images`` a missing / unreadable / wrongly sized
+    file) is logged and dropped; the declared ids let callers drop that image's annotations quietly instead of
+    reporting them a second time as pointing to an unknown image.
+    """
+    images: dict[int, ImageRecord] = {}
+    declared: set[int] = set()
+    for index, raw in enumerate(raw_images):
+        try:
+            record = image_record(raw, image_dir, default_size)
+            if record.id in declared:
+                raise RecordError(f"duplicate image id {record.id}")
+            declared.add(record.id)
+            if check_images:
+                check_image_file(record)
+        except RecordError as err:
+            log.record(image_where(raw, index), str(err))
+            continue
+        images[record.id] = record
+    return images, declared
+
+
+_FORWARDED = {
+    "DetectionSplit": "formats_detection",
+    "load_detection_annotations": "formats_detection",
+    "write_detection_annotations": "formats_detection",
+    "KeypointSplit": "formats_keypoints",
+    "load_keypoint_annotations": "formats_keypoints",
+    "write_keypoint_annotations": "formats_keypoints",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # Forwarded lazily: the task modules import the helpers above, so an eager import here would be circular.
+    if name in _FORWARDED:
+        import importlib
+
+        return getattr(importlib.import_module(f"loclab.data.{_FORWARDED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

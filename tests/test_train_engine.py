@@ -1,0 +1,109 @@
+"""The training loop on a toy task: resume, divergence, checkpoints, schedule."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from loclab.config import OptimConfig, ScheduleConfig, TrainConfig
+from loclab.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from loclab.engine.precision import resolve_numeric_path
+from loclab.engine.train import NonFiniteLossError, RunFiles, fit, lr_factor
+
+
+def _data(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(n, 1, generator=g)
+    return TensorDataset(x, y)
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 1))
+
+
+def _step(model, batch, path):
+    x, y = batch
+    return {"loss_total": nn.functional.mse_loss(model(x), y)}
+
+
+def _cfg(epochs, lr=0.05):
+    return TrainConfig(epochs=epochs, batch_size=8, optim=OptimConfig(name="adamw", lr=lr, weight_decay=0.01),
+                       schedule=ScheduleConfig(name="cosine", warmup_epochs=1), precision="fp32", grad_clip=1.0)
+
+
+def _fit(run_dir, epochs, *, resume=False, lr=0.05):
+    cfg = _cfg(epochs, lr)
+    model = _model()
+    log = fit(model, _step, _data(), _data(16, seed=1), None, cfg, resolve_numeric_path("fp32"),
+              RunFiles(run_dir), {"task": "toy", "config": {}}, resume=resume, progress=False)
+    return model, log
+
+
+def test_loss_falls_and_files_are_written(tmp_path):
+    _, log = _fit(tmp_path, 4)
+    assert log[-1]["train"]["loss_total"] < log[0]["train"]["loss_total"]
+    assert json.loads((tmp_path / "training_log.json").read_text()) == log
+    assert (tmp_path / "best_model.pth").exists() and (tmp_path / "last.pth").exists()
+    assert load_checkpoint(tmp_path / "last.pth", task="toy")["epoch"] == 4
+
+
+def test_resume_replays_the_uninterrupted_run(tmp_path):
+    full_model, full_log = _fit(tmp_path / "full", 4)
+    # an interrupted run: the same 4-epoch schedule stopped after 2 epochs, then resumed
+    cfg = _cfg(4)
+    model = _model()
+    files = RunFiles(tmp_path / "cut")
+    steps = []
+
+    def stopping_step(m, batch, path):
+        steps.append(1)
+        if len(steps) > 2 * 8:  # 6 train + 2 val steps per epoch: stop inside epoch 3
+            raise KeyboardInterrupt
+        return _step(m, batch, path)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, stopping_step, _data(), _data(16, seed=1), None, cfg, resolve_numeric_path("fp32"), files,
+            {"task": "toy", "config": {}}, progress=False)
+    assert load_checkpoint(files.last)["epoch"] == 2
+    resumed = _model()
+    log = fit(resumed, _step, _data(), _data(16, seed=1), None, cfg, resolve_numeric_path("fp32"), files,
+              {"task": "toy", "config": {}}, resume=True, progress=False)
+    assert [r["val"] for r in log] == [r["val"] for r in full_log]
+    for a, b in zip(resumed.state_dict().values(), full_model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_divergence_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"epoch \d+, step \d+"):
+        _fit(tmp_path, 50, lr=1e12)
+    # whatever finished before the blow-up is intact and loadable
+    if (tmp_path / "last.pth").exists():
+        state = load_checkpoint(tmp_path / "last.pth")
+        assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_truncated_and_foreign_checkpoints_fail_clearly(tmp_path):
+    save_checkpoint(tmp_path / "ok.pth", {"task": "toy", "model": {}})
+    data = (tmp_path / "ok.pth").read_bytes()
+    (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.pth.*truncated"):
+        load_checkpoint(tmp_path / "cut.pth")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="not a loclab checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pth")
+    with pytest.raises(CheckpointError, match="expected a 'detector'"):
+        load_checkpoint(tmp_path / "ok.pth", task="detector")
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_warmup_then_cosine_schedule():
+    cfg = _cfg(10)
+    factors = [lr_factor(s, 100, 10, cfg) for s in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    assert factors[-1] == pytest.approx(cfg.schedule.final_lr_fraction, abs=1e-3)
