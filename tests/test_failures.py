@@ -68,7 +68,7 @@ def test_threshold_is_inclusive_and_validated():
 
 
 def test_analysis_and_evaluation_do_not_import_matplotlib():
-    code = ("import sys, loclab.analysis.failures, loclab.engine.evaluate_keypoints; "
+    code = ("import sys, loclab.analysis.failures, loclab.evaluation.keypoints; "
             "sys.exit('matplotlib' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 

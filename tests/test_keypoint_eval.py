@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from loclab.data.errors import DataError
-from loclab.engine.evaluate_keypoints import (
+from loclab.evaluation.keypoints import (
     evaluate_keypoint_run,
     keypoint_metrics,
     prediction_records,
@@ -165,6 +165,9 @@ def test_evaluate_run_writes_metrics_predictions_and_figures(tiny_data_root, tmp
     train_keypoints_on_root(cfg, tiny_data_root, run, progress=False)
 
     metrics = evaluate_keypoint_run(run)
+    from loclab.report.figures import write_keypoint_run_figures
+
+    write_keypoint_run_figures(run)
     saved = json.loads((run / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     for key in ("pck", "pck_swap", "pck_argmax", "pck_swap_argmax", "ceiling", "per_keypoint"):

@@ -173,20 +173,25 @@ def cmd_train(args) -> None:
 
 def cmd_eval(args) -> None:
     if args.what == "detector":
-        from loclab.engine.evaluate_detection import evaluate_detector_run, summary_line
+        from loclab.evaluation.detection import evaluate_detector_run, summary_line
+        from loclab.report.figures import write_detector_figures
 
         metrics = evaluate_detector_run(args.run, data_root=args.data_root, progress=not args.quiet)
+        write_detector_figures(args.run, data_root=args.data_root)
         _print_metrics(metrics, args.json, summary_line(metrics) + f"\nwrote {args.run / 'metrics.json'}")
     elif args.what == "detections":
-        from loclab.engine.evaluate_detection import score_detection_files, summary_line
+        from loclab.evaluation.detection import score_detection_files, summary_line
 
         metrics = score_detection_files(args.gt, args.pred, bbox_format=args.bbox_format)
         _print_metrics(metrics, args.json, summary_line(metrics))
     else:
-        from loclab.engine.evaluate_keypoints import evaluate_keypoint_run, score_keypoint_files, summary_line
+        from loclab.evaluation.keypoints import evaluate_keypoint_run, score_keypoint_files, summary_line
 
         if args.run is not None:
+            from loclab.report.figures import write_keypoint_run_figures
+
             metrics = evaluate_keypoint_run(args.run, data_root=args.data_root, normalize_by=args.normalize)
+            write_keypoint_run_figures(args.run, data_root=args.data_root)
         elif args.gt is not None and args.pred is not None:
             metrics = score_keypoint_files(args.gt, args.pred, normalize_by=args.normalize)
         else:
@@ -215,12 +220,12 @@ def cmd_report(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from loclab.engine import predict_files
+    from loclab import predict
 
     if args.task == "detector":
-        out = predict_files.predict_detector_files(args.weights, args.images, args.out, threshold=args.threshold)
+        out = predict.predict_detector_files(args.weights, args.images, args.out, threshold=args.threshold)
     else:
-        out = predict_files.predict_keypoint_files(args.weights, args.images, args.out)
+        out = predict.predict_keypoint_files(args.weights, args.images, args.out)
     print(f"wrote {out}")
 
 

@@ -14,7 +14,8 @@ For every ground-truth box ``g`` (boxes xyxy px, IoU without ``+1``):
   the forcing floor, or its best anchor is taken by another box.
 
 The work is vectorised over boxes, anchors and images (batches of images, one IoU matrix against all ``N``
-anchors per batch); there is no loop over anchors or boxes. Undefined ratios (a bucket without boxes) are ``None`` (JSON null).
+anchors per batch); there is no loop over anchors or boxes. Undefined ratios (a bucket without boxes) are ``None``
+(JSON null).
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ def anchor_coverage(
              "mean_best_iou": {same four keys},
              "best_scale_share": [S][3]  (share of bucket b's boxes whose best anchor overall is on scale s),
              "positives_per_gt": {"mean_per_bucket": [3], "mean_per_scale_bucket": [S][3], "overall_mean",
-                                  "zero_fraction_per_bucket": [3], "histogram": [count of boxes with 0, 1, ... positives]},
+                                  "zero_fraction_per_bucket": [3],
+                                  "histogram": [number of boxes with 0, 1, 2, ... positives]},
              "histograms": {"bin_edges": [num_bins + 1], "per_scale_bucket": [S][3][num_bins],
                             "all_scales_per_bucket": [3][num_bins]},
              "per_gt": {"sqrt_area": [G], "bucket": [G], "best_iou": [G], "best_scale": [G],
@@ -196,3 +198,26 @@ def anchor_coverage(
             "num_positives": total_pos.tolist(),
         },
     }
+
+
+def anchors_at_box_centres(
+    anchors_per_scale: Sequence[Tensor], feature_map_sizes: Sequence[int], image_size: int, boxes: Tensor
+) -> list[Tensor]:
+    """Per scale, every anchor (all sizes) of the cell that holds each box's centre, e.g. to draw them.
+
+    Args:
+        anchors_per_scale: ``Tensor[H*W*A, 4]`` per scale in :func:`loclab.ops.anchors.generate_anchors` order.
+        feature_map_sizes: ``H`` (= ``W``) of each scale; image_size: side of the square image.
+        boxes: ``Tensor[K, 4]`` xyxy.
+
+    Returns:
+        per scale ``Tensor[K * A, 4]``: box ``k``'s cell's anchors at rows ``k * A .. k * A + A - 1``.
+    """
+    out = []
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    for size, anchors in zip(feature_map_sizes, anchors_per_scale):
+        per_cell = anchors.shape[0] // (size * size)
+        cells = (centres / (image_size / size)).floor().long().clamp(0, size - 1)  # (column j, row i)
+        first = (cells[:, 1] * size + cells[:, 0]) * per_cell
+        out.append(anchors[(first[:, None] + torch.arange(per_cell)[None, :]).reshape(-1)])
+    return out

@@ -10,7 +10,7 @@ decreasing score, each detection takes the free same-class box of highest IoU ``
   is the same as matching only those detections.
 * Two tables: **confident** (TPs with score ``>= score_threshold``, default 0.5, the display threshold) is the
   headline — it is what the detector reports at its operating point; **all** counts every TP down to the
-  inference score threshold (0.01 for AP), which includes many low-score duplicates' matches of weak heads.
+  inference score threshold (0.01 for AP), including low-score boxes that the detector would never show.
 * ``tp_share[s][b]``: ``tp_counts[s][b] / sum_s tp_counts[s][b]``, the share of bucket ``b``'s TPs found by ``s``.
 * **Recall per scale** ``recall[s][b]``: a *separate* matching per head, using only head ``s``'s detections;
   ``(gt boxes of bucket b matched by head-s detections) / (gt boxes in bucket b)``. It answers "could this head

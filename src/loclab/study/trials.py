@@ -27,19 +27,23 @@ from loclab.engine.tasks import train_detector_on_root, train_keypoints_on_root
 
 def detector_trial(cfg: DetectorConfig, data_root: Path, run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train (resuming if interrupted) and evaluate a detector; returns its metrics."""
-    from loclab.engine.evaluate_detection import evaluate_detector_run
+    from loclab.evaluation.detection import evaluate_detector_run
+    from loclab.report.figures import write_detector_figures
 
     log = train_detector_on_root(cfg, data_root, run_dir, resume=True, progress=progress)
     metrics = evaluate_detector_run(run_dir, progress=progress)
+    write_detector_figures(run_dir)
     return {**metrics, "train_time_s": sum(r["train_time_s"] for r in log)}
 
 
 def keypoint_trial(cfg: KeypointConfig, data_root: Path, run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train (resuming if interrupted) and evaluate a keypoint model; returns its metrics."""
-    from loclab.engine.evaluate_keypoints import evaluate_keypoint_run
+    from loclab.evaluation.keypoints import evaluate_keypoint_run
+    from loclab.report.figures import write_keypoint_run_figures
 
     log = train_keypoints_on_root(cfg, data_root, run_dir, resume=True, progress=progress)
     metrics = evaluate_keypoint_run(run_dir)
+    write_keypoint_run_figures(run_dir)
     return {**metrics, "val_loss": min(r["val"]["loss_total"] for r in log),
             "train_time_s": sum(r["train_time_s"] for r in log)}
 
@@ -79,23 +83,24 @@ def anchor_ablation(base: DetectorConfig, ablation: AblationConfig, data_root: P
 
 def keypoint_ablation(base: KeypointConfig, ablation: AblationConfig, data_root: Path, out: Path) -> dict[str, Any]:
     """Heatmap resolution, sigma and skip grid; writes ``baseline_results.json`` and the ablation plot."""
-    from loclab.viz.keypoint_plots import plot_ablation
+    from loclab.report.figures import write_ablation_figures
 
     configs = keypoint_ablation_trials(base, ablation)
     metrics = run_grid("keypoints", configs, data_root, out, ablation.workers)
     summary = summarise_keypoint_ablation(base, ablation, metrics)
     write_json(out / "baseline_results.json", summary)
-    plot_ablation(summary, out / "visualizations" / "ablation.png")
+    write_ablation_figures(out)
     return summary
 
 
 def keypoint_comparison(keypoint_dir: Path, data_root: Path, threshold: float) -> dict[str, Any]:
     """Heatmap vs regression on the val split: PCK side by side, the ambiguity ceiling, failure analysis."""
+    from loclab.report.figures import write_comparison_figures
     from loclab.study.comparison import compare_keypoint_runs
 
-    result = compare_keypoint_runs(keypoint_dir / "heatmap", keypoint_dir / "regression", data_root, threshold,
-                                   keypoint_dir / "visualizations")
+    result = compare_keypoint_runs(keypoint_dir / "heatmap", keypoint_dir / "regression", data_root, threshold)
     write_json(keypoint_dir / "comparison.json", result)
+    write_comparison_figures(keypoint_dir, data_root)
     return result
 
 

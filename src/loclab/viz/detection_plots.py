@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from loclab.viz.style import CLASS_COLOURS, SCALE_COLOURS, plt
 
+# Panel order and titles; components not listed here follow in the log's order.
 _LOSS_TITLES = {"loss_total": "total", "loss_obj": "objectness (BCE)", "loss_cls": "classification (CE)",
                 "loss_loc": "localisation (Smooth-L1)"}
 
@@ -36,9 +37,9 @@ def loss_curves_figure(log: Sequence[Mapping[str, Any]]) -> Figure:
         log: ``training_log.json`` records ``{"epoch", "lr", "train": {"loss_obj", "loss_cls", "loss_loc",
             "loss_total"}, "val": {...}, ...}``; components are taken from the first record's ``"train"`` keys.
     """
-    keys = list(log[0]["train"]) if log else list(_LOSS_TITLES)
-    keys = sorted(keys, key=lambda k: (k != "loss_total", list(_LOSS_TITLES).index(k) if k in _LOSS_TITLES else 99))
-    cols = min(len(keys), 4)
+    logged = list(log[0]["train"]) if log else list(_LOSS_TITLES)
+    keys = [k for k in _LOSS_TITLES if k in logged] + [k for k in logged if k not in _LOSS_TITLES]
+    cols = len(keys)
     fig, axes = plt.subplots(1, cols, figsize=(3.6 * cols, 3.2), squeeze=False)
     epochs = [record["epoch"] for record in log]
     val_total = [record.get("val", {}).get("loss_total", np.nan) for record in log]
@@ -74,8 +75,8 @@ def pr_curves_figure(metrics: Mapping[str, Any]) -> Figure:
             envelope = np.maximum.accumulate(precision[::-1])[::-1]
             ax.plot(recall, precision, ".", ms=3, color=colour, alpha=0.5, label="precision at each TP")
             ax.step(recall, envelope, where="post", color=colour, label="monotone envelope")
-        ax.set_title(f"{name}: AP50 {_fmt(metrics['AP50'].get(name), 3)} (COCO {_fmt(metrics['AP50_coco'].get(name), 3)})",
-                     fontsize=9)
+        voc, coco = _fmt(metrics["AP50"].get(name), 3), _fmt(metrics["AP50_coco"].get(name), 3)
+        ax.set_title(f"{name}: AP50 {voc} (COCO-101 {coco})", fontsize=9)
         ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("precision")
@@ -110,9 +111,11 @@ def scale_specialisation_figure(table: Mapping[str, Any]) -> Figure:
     conf, every = table["confident"], table["all"]
     t = table["score_threshold"]
     counts = np.asarray(conf["tp_counts"], float)
-    count_text = [[f"{int(a)}\n(all {int(b)})" for a, b in zip(ra, rb)] for ra, rb in zip(conf["tp_counts"], every["tp_counts"])]
+    count_text = [[f"{int(a)}\n(all {int(b)})" for a, b in zip(ra, rb)]
+                  for ra, rb in zip(conf["tp_counts"], every["tp_counts"])]
     recall = np.array([[_nan(v) for v in row] for row in conf["recall"]])
-    recall_text = [[f"{_fmt(a)}\n(all {_fmt(b)})" for a, b in zip(ra, rb)] for ra, rb in zip(conf["recall"], every["recall"])]
+    recall_text = [[f"{_fmt(a)}\n(all {_fmt(b)})" for a, b in zip(ra, rb)]
+                   for ra, rb in zip(conf["recall"], every["recall"])]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     _heatmap(axes[0], counts, count_text, rows, cols, f"true positives with score >= {t:g} (all scores)")
     _heatmap(axes[1], recall, recall_text, rows, cols, f"recall of each head alone, score >= {t:g} (all scores)", 1.0)

@@ -17,12 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from loclab.config import KeypointConfig, from_dict
-from loclab.data.datasets import decode_images
 from loclab.data.errors import DataError
 from loclab.data.formats import json_type
 from loclab.data.formats_keypoints import KeypointSplit, load_keypoint_annotations
@@ -244,7 +242,7 @@ def score_keypoint_files(gt_path: Path | str, pred_path: Path | str, normalize_b
 # --------------------------------------------------------------------------------------------- run directories
 
 
-def _run_data_root(run_dir: Path, data_root: Path | str | None) -> Path:
+def run_data_root(run_dir: Path, data_root: Path | str | None) -> Path:
     if data_root is not None:
         return Path(data_root)
     config = read_json(run_dir / "config.json")
@@ -263,13 +261,13 @@ def evaluate_keypoint_run(
     config. Heatmap models are decoded twice: sub-pixel (the headline ``pck``/``pck_swap``) and plain argmax
     (``pck_argmax``, ``pck_swap_argmax``, ``mean_error_px_argmax``). Writes ``RUN/metrics.json`` and
     ``RUN/predictions.json`` (sub-pixel predictions, the file format of :func:`score_keypoint_files`)
-    atomically, then :func:`write_keypoint_run_figures`. Returns the metrics dict.
+    atomically (figures: :func:`loclab.report.figures.write_keypoint_run_figures`). Returns the metrics dict.
     """
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
     if "keypoints" not in config:
         raise RunDirError(f"{run_dir / 'config.json'}: no \"keypoints\" section; not a keypoint run.")
-    root = _run_data_root(run_dir, data_root)
+    root = run_data_root(run_dir, data_root)
     weights = run_dir / checkpoint_name(from_dict(KeypointConfig, config["keypoints"]))
     model, cfg = load_keypoint_model(weights)
     dataset = make_dataset(keypoint_split(root, "val"), cfg)
@@ -288,7 +286,6 @@ def evaluate_keypoint_run(
     metrics.update({"model": cfg.model, "split": "val", "data_root": str(root), "checkpoint": weights.name})
     write_json(run_dir / "predictions.json", prediction_records(dataset.image_ids, preds))
     write_json(run_dir / "metrics.json", metrics)
-    write_keypoint_run_figures(run_dir, data_root=root)
     return metrics
 
 
@@ -307,51 +304,3 @@ def summary_line(metrics: dict[str, Any]) -> str:
         parts.append(f"ceiling {row(metrics['ceiling'])}")
     parts.append(f"mean error {metrics['mean_error_px']:.2f} px")
     return " | ".join(parts)
-
-
-def write_keypoint_run_figures(run_dir: Path | str, data_root: Path | str | None = None) -> list[Path]:
-    """Rebuild a keypoint run's figures from its files alone, into ``RUN/visualizations/``.
-
-    * ``loss_curve.png`` from ``training_log.json``;
-    * ``heatmaps_across_epochs.png`` from ``heatmap_snapshots.npz`` (runs of heatmap-producing models);
-    * ``predictions.png``: the first 10 validation images with ground truth and ``predictions.json``.
-
-    A figure whose source file is missing is skipped. Validation images and ground truth come from
-    ``data_root``, else the ``data_root`` recorded in ``metrics.json`` or ``config.json``. Returns the paths
-    written.
-    """
-    # viz is the only matplotlib importer; imported here so that evaluation alone never loads matplotlib.
-    from loclab.viz.keypoint_overlays import draw_keypoint_predictions
-    from loclab.viz.keypoint_plots import plot_heatmaps_across_epochs, plot_loss_curve
-
-    run_dir = Path(run_dir)
-    out_dir = run_dir / VIS_DIR
-    written: list[Path] = []
-    model = read_json(run_dir / "config.json").get("keypoints", {}).get("model", "keypoint model")
-    if (run_dir / "training_log.json").is_file():
-        written.append(plot_loss_curve(read_json(run_dir / "training_log.json"), out_dir / "loss_curve.png",
-                                       title=f"{model}: training loss"))
-    snapshots = run_dir / "heatmap_snapshots.npz"
-    predictions = run_dir / "predictions.json"
-    if not snapshots.is_file() and not predictions.is_file():
-        return written
-    if data_root is None and (run_dir / "metrics.json").is_file():
-        data_root = read_json(run_dir / "metrics.json").get("data_root")
-    split = keypoint_split(_run_data_root(run_dir, data_root), "val")
-    if snapshots.is_file():
-        with np.load(snapshots) as data:
-            ids = [int(i) for i in data["image_ids"]] if "image_ids" in data.files else []
-        records = {record.id: record for record in split.images}
-        images = None
-        if ids and all(i in records for i in ids):
-            images = decode_images([records[i] for i in ids], "L", progress=False, source=split.annotation_file)
-        written.append(plot_heatmaps_across_epochs(snapshots, images, out_dir / "heatmaps_across_epochs.png"))
-    if predictions.is_file():
-        n = min(NUM_PREDICTION_IMAGES, len(split))
-        preds = read_keypoint_predictions(predictions, split)[:n]
-        images = decode_images(split.images[:n], "L", progress=False, source=split.annotation_file)
-        written.append(draw_keypoint_predictions(
-            images, split.keypoints[:n], preds, out_dir / "predictions.png",
-            title=f"{model}: validation predictions (green o ground truth, red x prediction)",
-            image_ids=[record.id for record in split.images[:n]]))
-    return written

@@ -1,11 +1,8 @@
 """Detection evaluation (SPEC §2.5): AP under three conventions, scale and anchor analyses, the run's figures.
 
-Three entry points, one set of metrics keys:
-
-* :func:`evaluate_detector_run` — a trained run directory: predict the val split, write ``metrics.json``,
-  ``predictions.json`` and ``visualizations/``.
-* :func:`score_detection_files` — any model's predictions file scored against any annotation file.
-* :func:`evaluate_detections` — the same numbers from in-memory detections.
+Entry points with one set of metrics keys: :func:`evaluate_detector_run` (a run directory: predict the val split,
+write ``metrics.json``, ``predictions.json``, ``visualizations/``), :func:`score_detection_files` (any model's
+predictions file against any annotation file) and :func:`evaluate_detections` (in-memory detections).
 
 The headline is AP@0.5 **VOC all-point** (area under the monotone precision envelope, IoU >= 0.5, continuous
 coordinates without ``+1``). ``*_voc07`` is the 11-point VOC2007 number; ``*_coco`` is COCO's 101-point number under
@@ -31,7 +28,7 @@ from tqdm import tqdm
 from loclab.analysis.coverage import anchor_coverage
 from loclab.analysis.scale import DEFAULT_DISPLAY_THRESHOLD, scale_specialisation
 from loclab.analysis.sizes import object_size_distribution
-from loclab.config import DetectorConfig, from_dict
+from loclab.data.datasets import DetectionDataset
 from loclab.data.errors import DataError, RecordError
 from loclab.data.formats import field_int, finite_numbers, json_type
 from loclab.data.formats_detection import DetectionSplit, load_detection_annotations
@@ -46,27 +43,22 @@ from loclab.ops.postprocess import ImageDetections
 logger = logging.getLogger(__name__)
 
 AP_CONVENTION = "VOC all-point (area under the monotone precision envelope), IoU >= 0.5, continuous coordinates"
-COCO_CONVENTION = "COCO 101-point interpolation at IoU 0.5, top 100 detections per image and class (pycocotools maxDets=100)"
+COCO_CONVENTION = ("COCO 101-point interpolation at IoU 0.5, top 100 detections per image and class "
+                   "(pycocotools maxDets=100)")
 COCO_MAX_DETECTIONS = 100
 PREDICTION_KEYS = ("image_id", "category_id", "bbox", "score")
 NUM_DETECTION_IMAGES = 10  # images in detections.png
 _PREDICT_BATCH = 32
 
 
-def ground_truth_table(split: DetectionSplit, image_ids: Sequence[int] | None = None) -> GroundTruth:
-    """The split's boxes as a flat :class:`GroundTruth` (category ids = the split's labels ``0..C-1``), restricted
-    to ``image_ids`` (default: every image of the split, including images without boxes)."""
-    wanted = None if image_ids is None else {int(i) for i in image_ids}
-    rows = [(record.id, boxes, labels) for record, boxes, labels in zip(split.images, split.boxes, split.labels)
-            if wanted is None or record.id in wanted]
-    ids = [r[0] for r in rows]
-    if wanted is not None and len(ids) != len(wanted):
-        raise ValueError(f"image ids not in {split.annotation_file}: {sorted(wanted - set(ids))[:5]}")
-    counts = [len(b) for _, b, _ in rows]
+def ground_truth_table(split: DetectionSplit) -> GroundTruth:
+    """The split's boxes as a flat :class:`GroundTruth` over every image of the split (images without boxes too);
+    category ids are the split's labels ``0..C-1``."""
+    ids = [record.id for record in split.images]
     return GroundTruth(
-        image_id=np.repeat(np.asarray(ids, dtype=np.int64), counts),
-        category_id=torch.cat([l for _, _, l in rows]).numpy() if rows else np.zeros(0),
-        boxes=torch.cat([b for _, b, _ in rows]).numpy() if rows else np.zeros((0, 4)),
+        image_id=np.repeat(np.asarray(ids, dtype=np.int64), [len(b) for b in split.boxes]),
+        category_id=torch.cat(split.labels).numpy() if ids else np.zeros(0),
+        boxes=torch.cat(split.boxes).numpy() if ids else np.zeros((0, 4)),
         image_ids=ids,
     )
 
@@ -75,34 +67,37 @@ def detections_table(image_ids: Sequence[int], detections: Sequence[ImageDetecti
     """Per-image detections as one flat table plus the head index ``[D]`` of each row."""
     if len(image_ids) != len(detections):
         raise ValueError(f"{len(image_ids)} image ids for {len(detections)} images of detections")
+    if not detections:
+        return Detections(np.zeros(0), np.zeros(0), np.zeros((0, 4)), np.zeros(0)), np.zeros(0, dtype=np.int64)
     counts = [len(d.scores) for d in detections]
-    cat = (lambda ts, shape: torch.cat(list(ts)).numpy() if detections else np.zeros(shape))  # noqa: E731
-    table = Detections(np.repeat(np.asarray(image_ids, dtype=np.int64), counts), cat((d.labels for d in detections), 0),
-                       cat((d.boxes for d in detections), (0, 4)), cat((d.scores for d in detections), 0))
-    return table, cat((d.scales for d in detections), 0).astype(np.int64)
+    table = Detections(
+        image_id=np.repeat(np.asarray(image_ids, dtype=np.int64), counts),
+        category_id=torch.cat([d.labels for d in detections]).numpy(),
+        boxes=torch.cat([d.boxes for d in detections]).numpy(),
+        scores=torch.cat([d.scores for d in detections]).numpy(),
+    )
+    return table, torch.cat([d.scales for d in detections]).numpy().astype(np.int64)
 
 
 def _json_ready(value: Any) -> Any:
-    """NaN and infinities become ``None``; dict keys become strings; numpy scalars become Python numbers."""
+    """NaN and infinities become ``None``, dict keys strings, numpy floats Python floats; the rest is kept."""
     if isinstance(value, dict):
         return {str(k): _json_ready(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_ready(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
     return value
 
 
 def _tp_points(curve: dict[str, list[float]]) -> dict[str, list[float]]:
-    """The curve at each true positive (where recall steps up) and at the last detection: the points the
-    envelope and every AP convention depend on, so AP recomputed from them is exact. Rounded to 6 decimals."""
+    """The curve at each true positive (where recall steps up) and at the last detection, rounded to 6 decimals.
+    The envelope and all three AP conventions depend only on the TP points, so AP recomputed from them is exact up
+    to the rounding."""
     recall, precision = np.asarray(curve["recall"]), np.asarray(curve["precision"])
     if recall.size == 0:
         return {"recall": [], "precision": []}
-    keep = np.flatnonzero(np.diff(np.concatenate(([0.0], recall))) > 0)
-    keep = np.union1d(keep, [recall.size - 1])
+    keep = np.union1d(np.flatnonzero(np.diff(recall, prepend=0.0) > 0), [recall.size - 1])
     return {"recall": np.round(recall[keep], 6).tolist(), "precision": np.round(precision[keep], 6).tolist()}
 
 
@@ -120,15 +115,12 @@ def evaluate_detections(
 
     Args:
         split: the ground truth.
-        image_ids: the evaluated images. With per-image ``detections`` (a list of :class:`ImageDetections`),
-            ``image_ids[i]`` is the image of ``detections[i]`` and is required. With a :class:`Detections` table,
-            ``None`` means every image of the split.
-        detections: per-image detections (labels ``0..C-1``, with ``scales``), or a flat :class:`Detections` table
-            whose ``category_id`` are the split's labels ``0..C-1``.
-        scales: ``[D]`` head index per row of a :class:`Detections` table, or ``None`` (no scale table). Ignored
-            for per-image detections, which carry their own.
-        class_names: ``{label: name}``; default ``split.categories``.
-        display_threshold: score of the "confident" scale table; default 0.5.
+        image_ids: with per-image ``detections``, ``image_ids[i]`` is the image of ``detections[i]`` (required);
+            ignored for a :class:`Detections` table. Every image of the split is evaluated either way.
+        detections: per-image :class:`ImageDetections` (labels ``0..C-1``, carrying their ``scales``), or a flat
+            :class:`Detections` table whose ``category_id`` are the split's labels ``0..C-1``.
+        scales: ``[D]`` head index per row of a :class:`Detections` table; ``None``: no scale table.
+        class_names: ``{label: name}``, default ``split.categories``; display_threshold: default 0.5.
 
     Returns:
         ``{"mAP50", "AP50": {name: AP}, "ap_convention", "mAP50_voc07", "AP50_voc07", "mAP50_coco", "AP50_coco",
@@ -136,14 +128,13 @@ def evaluate_detections(
         "scale_specialisation" (when scales are known), "num_images", "num_detections", "iou_threshold",
         "display_threshold"}``. ``pr_curves`` keep the points at each true positive and the last detection.
     """
-    if isinstance(detections, Detections):
-        table = detections
-    else:
+    if not isinstance(detections, Detections):
         if image_ids is None:
             raise ValueError("image_ids is required with per-image detections")
-        table, scales = detections_table(image_ids, detections)
+        detections, scales = detections_table(image_ids, detections)
+    table = detections  # labels 0..C-1 and xyxy boxes from here on
     names = dict(class_names or split.categories)
-    gts = ground_truth_table(split, image_ids)
+    gts = ground_truth_table(split)
     voc = compute_ap(table, gts, 0.5, class_names=names)
     coco = compute_ap(table, gts, 0.5, class_names=names, max_detections_per_image_class=COCO_MAX_DETECTIONS)
     strict = compute_ap(table, gts, 0.7, class_names=names)
@@ -199,11 +190,12 @@ def _parse_record(rec: Any, images: set[int], label_of: dict[int, int], xywh: bo
     box = (a, b, a + c, b + d) if xywh else (a, b, c, d)
     if box[2] < box[0] or box[3] < box[1]:
         raise RecordError(f"bbox {rec['bbox']!r} ({'xywh' if xywh else 'xyxy'}) has negative width or height")
-    (score,) = finite_numbers([rec["score"]], 1, "score")
-    scale = field_int(rec, "scale") if "scale" in rec else None
-    if scale is not None and scale < 0:
-        raise RecordError(f"scale {scale} is negative, expected the head index 0, 1, 2, ...")
-    return image_id, label_of[category], box, score, scale
+    score = rec["score"]
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise RecordError(f"score {score!r} ({json_type(score)}) is not a finite number")
+    if "scale" in rec and field_int(rec, "scale") < 0:
+        raise RecordError(f"scale {rec['scale']} is negative, expected a head index 0, 1, 2, ...")
+    return image_id, label_of[category], box, float(score), rec.get("scale")
 
 
 def predictions_table(
@@ -230,9 +222,8 @@ def predictions_table(
             raise DataError(f"{source}: predictions[{index}]: {err}.") from None
     with_scale = [p[4] is not None for p in parsed]
     if any(with_scale) and not all(with_scale):
-        index = with_scale.index(False)
-        raise DataError(f"{source}: predictions[{index}]: missing key 'scale' that other records have "
-                        "(give it on every record or on none).")
+        raise DataError(f"{source}: predictions[{with_scale.index(False)}]: missing key 'scale' that other records "
+                        "have (give it on every record or on none).")
     columns = list(zip(*parsed)) if parsed else [[], [], [], [], []]
     table = Detections(columns[0], columns[1], np.asarray(columns[2], dtype=np.float64).reshape(-1, 4), columns[3])
     return table, (np.asarray(columns[4], dtype=np.int64) if parsed and all(with_scale) else None)
@@ -247,13 +238,15 @@ def score_detection_files(gt_path: Path | str, pred_path: Path | str, bbox_forma
             is xyxy pixels, or COCO xywh with ``bbox_format="xywh"``.
 
     Returns:
-        the keys of :func:`evaluate_detections` (``scale_specialisation`` only when records carry ``scale``) plus
-        ``"source": {"gt", "pred", "bbox_format", "gt_format"}``. Every image of the annotation file is evaluated.
+        the keys of :func:`evaluate_detections` (``scale_specialisation`` only when records carry ``scale``),
+        ``"object_sizes"`` of the annotation file and ``"source": {"gt", "pred", "bbox_format", "gt_format"}``;
+        no ``"anchor_coverage"`` (it needs a model's anchors). Every image of the annotation file is evaluated.
     """
     split = load_detection_annotations(gt_path, check_images=False)
     pred_path = Path(pred_path)
     table, scales = predictions_table(_read_json_list(pred_path), split, bbox_format, pred_path)
     metrics = evaluate_detections(split, None, table, scales)
+    metrics["object_sizes"] = _json_ready(object_size_distribution(split))
     metrics["source"] = {"gt": str(gt_path), "pred": str(pred_path), "bbox_format": bbox_format,
                          "gt_format": split.format_reason}
     return metrics
@@ -262,25 +255,13 @@ def score_detection_files(gt_path: Path | str, pred_path: Path | str, bbox_forma
 def summary_line(metrics: dict[str, Any]) -> str:
     """One line: ``mAP@0.5 (VOC all-point) 0.812 | circle 0.80 square 0.85 triangle 0.79 | VOC07 0.80 |
     COCO-101 0.81 | mAP@0.7 0.65``."""
-    def fmt(value: Any, digits: int) -> str:
-        return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+    def fmt(value: Any, digits: int) -> str:  # null and NaN: undefined (no ground truth)
+        return "n/a" if value is None or value != value else f"{value:.{digits}f}"
 
     per_class = " ".join(f"{name} {fmt(ap, 2)}" for name, ap in metrics["AP50"].items())
-    line = (f"mAP@0.5 (VOC all-point) {fmt(metrics['mAP50'], 3)} | {per_class} | VOC07 {fmt(metrics['mAP50_voc07'], 2)}"
-            f" | COCO-101 {fmt(metrics['mAP50_coco'], 2)}")
+    line = (f"mAP@0.5 (VOC all-point) {fmt(metrics['mAP50'], 3)} | {per_class} | "
+            f"VOC07 {fmt(metrics['mAP50_voc07'], 2)} | COCO-101 {fmt(metrics['mAP50_coco'], 2)}")
     return line + (f" | mAP@0.7 {fmt(metrics['mAP70'], 2)}" if "mAP70" in metrics else "")
-
-
-# --- a run directory ---------------------------------------------------------------------------------------------
-
-
-def _data_root(run_dir: Path, data_root: Path | str | None) -> Path:
-    if data_root is not None:
-        return Path(data_root)
-    config = read_json(run_dir / "config.json")
-    if not config.get("data_root"):
-        raise RunDirError(f"{run_dir / 'config.json'}: no \"data_root\"; pass the dataset root explicitly")
-    return Path(config["data_root"])
 
 
 def evaluate_detector_run(run_dir: Path | str, data_root: Path | str | None = None, progress: bool = True) -> dict:
@@ -288,18 +269,20 @@ def evaluate_detector_run(run_dir: Path | str, data_root: Path | str | None = No
 
     Writes ``RUN/predictions.json`` (records of :func:`detections_to_records`, ``category_id`` = the annotation
     file's id, so ``score_detection_files(val annotations, predictions.json)`` reproduces the numbers),
-    ``RUN/metrics.json`` (computed from exactly those records) and the figures of :func:`write_detector_figures`.
+    ``RUN/metrics.json`` (computed from exactly those records) (figures: :func:`loclab.report.figures.write_detector_figures`).
 
     Returns:
         the metrics: :func:`evaluate_detections` keys plus ``"anchor_coverage"``, ``"object_sizes"`` and
         ``"run"`` (checkpoint, data root, model, anchors, inference settings, numeric path, timing).
     """
     run_dir = Path(run_dir)
-    root = _data_root(run_dir, data_root)
+    root = data_root if data_root is not None else read_json(run_dir / "config.json").get("data_root")
+    if not root:
+        raise RunDirError(f"{run_dir / 'config.json'}: no \"data_root\"; pass the dataset root explicitly")
     model, cfg = load_detector(run_dir / "best_model.pth")
+    if cfg.train.num_threads:  # as in training: 0 leaves torch's default
+        torch.set_num_threads(cfg.train.num_threads)
     split = detection_split(root, "val")
-    from loclab.data.datasets import DetectionDataset
-
     images = DetectionDataset(split, progress=progress).images
     path = resolve_numeric_path(cfg.train.precision)
     start, detections = time.perf_counter(), []
@@ -314,8 +297,9 @@ def evaluate_detector_run(run_dir: Path | str, data_root: Path | str | None = No
     metrics = evaluate_detections(split, image_ids, table, scales, display_threshold=cfg.display_threshold,
                                   num_scales=len(cfg.feature_map_sizes))
     anchors = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size)
-    metrics["anchor_coverage"] = _json_ready(anchor_coverage(
-        split, anchors, pos_threshold=cfg.pos_threshold, neg_threshold=cfg.neg_threshold, min_best_iou=cfg.min_best_iou))
+    metrics["anchor_coverage"] = _json_ready(anchor_coverage(split, anchors, pos_threshold=cfg.pos_threshold,
+                                                             neg_threshold=cfg.neg_threshold,
+                                                             min_best_iou=cfg.min_best_iou))
     metrics["object_sizes"] = _json_ready(object_size_distribution(split))
     metrics["run"] = {
         "checkpoint": str(run_dir / "best_model.pth"), "data_root": str(root), "split": "val", "model": cfg.model,
@@ -325,102 +309,4 @@ def evaluate_detector_run(run_dir: Path | str, data_root: Path | str | None = No
     }
     write_json(run_dir / "predictions.json", records)
     write_json(run_dir / "metrics.json", metrics)
-    write_detector_figures(run_dir, data_root=root)
     return metrics
-
-
-def _read_optional(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _cell_anchors(cfg: DetectorConfig, gt_boxes: torch.Tensor) -> list[np.ndarray]:
-    """Per scale, the anchors (all sizes) of the cell holding each ground-truth box's centre: ``[K * A, 4]``."""
-    out = []
-    for size, anchors in zip(cfg.feature_map_sizes, generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes,
-                                                                      cfg.image_size)):
-        stride, per_cell = cfg.image_size / size, anchors.shape[0] // (size * size)
-        centres = (gt_boxes[:, :2] + gt_boxes[:, 2:]) / 2
-        cells = (centres / stride).floor().long().clamp(0, size - 1)  # (column j, row i)
-        first = (cells[:, 1] * size + cells[:, 0]) * per_cell
-        index = (first[:, None] + torch.arange(per_cell)[None, :]).reshape(-1)
-        out.append(anchors[index].numpy())
-    return out
-
-
-def write_detector_figures(run_dir: Path | str, data_root: Path | str | None = None) -> list[Path]:
-    """Rebuild every detection figure of a run from its files alone, into ``RUN/visualizations/``.
-
-    Reads ``training_log.json`` (loss_curves.png), ``metrics.json`` (pr_curves.png, scale_specialisation.png,
-    anchor_coverage.png, object_sizes.png), ``predictions.json`` + val images (detections.png), ``config.json``
-    + one val image (anchors_on_image.png) and ``best_model.pth`` (feature_maps.png). A figure whose inputs are
-    missing is skipped with a logged warning naming the figure and the missing file (e.g. feature_maps.png
-    without ``best_model.pth``).
-
-    Returns:
-        the paths written, in the order above.
-    """
-    from loclab.data.datasets import decode_images
-    from loclab.viz import detection_overlays as overlays
-    from loclab.viz import detection_plots as plots
-    from loclab.viz.style import save_figure
-
-    run_dir = Path(run_dir)
-    out, written = run_dir / "visualizations", []
-    config = _read_optional(run_dir / "config.json") or {}
-    cfg = from_dict(DetectorConfig, config["detector"]) if "detector" in config else DetectorConfig()
-    log, metrics = _read_optional(run_dir / "training_log.json"), _read_optional(run_dir / "metrics.json")
-    predictions = _read_optional(run_dir / "predictions.json")
-
-    def skip(name: str, why: str) -> None:
-        logger.warning("%s: skipped %s (%s)", run_dir, name, why)
-
-    def save(name: str, make) -> None:
-        written.append(save_figure(make(), out / name))
-
-    save("loss_curves.png", lambda: plots.loss_curves_figure(log)) if log else skip("loss_curves.png", "no training_log.json")
-    for name, key, draw in (("pr_curves.png", "pr_curves", lambda m: plots.pr_curves_figure(m)),
-                            ("scale_specialisation.png", "scale_specialisation",
-                             lambda m: plots.scale_specialisation_figure(m["scale_specialisation"])),
-                            ("anchor_coverage.png", "anchor_coverage",
-                             lambda m: plots.anchor_coverage_figure(m["anchor_coverage"])),
-                            ("object_sizes.png", "object_sizes", lambda m: plots.object_sizes_figure(m["object_sizes"]))):
-        if metrics and key in metrics:
-            save(name, lambda draw=draw: draw(metrics))
-        else:
-            skip(name, f"no \"{key}\" in metrics.json" if metrics else "no metrics.json")
-
-    try:
-        split = detection_split(data_root if data_root is not None else config.get("data_root", ""), "val")
-        shown = list(range(min(NUM_DETECTION_IMAGES, len(split))))
-        images = decode_images([split.images[i] for i in shown], "RGB", progress=False)
-    except (DataError, OSError) as err:
-        for name in ("detections.png", "anchors_on_image.png", "feature_maps.png"):
-            skip(name, f"val images unavailable: {err}")
-        return written
-    names = [split.categories[label] for label in sorted(split.categories)]
-    if predictions is not None:
-        table, _ = predictions_table(predictions, split, "xyxy", run_dir / "predictions.json")
-        ids = [split.images[i].id for i in shown]
-        preds = [(table.boxes[m], table.category_id[m], table.scores[m]) for m in (table.image_id == i for i in ids)]
-        gts = [(split.boxes[i].numpy(), split.labels[i].numpy()) for i in shown]
-        save("detections.png", lambda: overlays.detections_figure(
-            images, gts, preds, names, cfg.display_threshold, [f"image {i}" for i in ids]))
-    else:
-        skip("detections.png", "no predictions.json")
-    if len(shown):
-        titles = [f"S{s + 1}: {n}x{n} cells, stride {cfg.image_size / n:g}, anchors "
-                  + "/".join(f"{a:g}" for a in sizes) for s, (n, sizes) in
-                  enumerate(zip(cfg.feature_map_sizes, cfg.anchor_sizes))]
-        save("anchors_on_image.png", lambda: overlays.anchors_on_image_figure(
-            images[0], split.boxes[0].numpy(), _cell_anchors(cfg, split.boxes[0]), titles))
-    checkpoint = run_dir / "best_model.pth"
-    if checkpoint.is_file() and len(shown):
-        model, cfg = load_detector(checkpoint)
-        with torch.no_grad():
-            features = model.features(images[:1].float() / 255)
-        maps = [f[0].mean(dim=0).numpy() for f in features]
-        titles = [f"S{s + 1} ({f.shape[1]} ch, {f.shape[2]}x{f.shape[3]})" for s, f in enumerate(features)]
-        save("feature_maps.png", lambda: overlays.feature_maps_figure(images[0], maps, titles))
-    else:
-        skip("feature_maps.png", "no best_model.pth" if not checkpoint.is_file() else "no val image")
-    return written

@@ -1,0 +1,271 @@
+"""``loclab report DIR``: report.md and a self-contained report.html from a study directory's files alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+from loclab.engine.rundir import write_json
+from loclab.report import conclusions
+from loclab.report.document import Bullets, Code, Document, Heading, Paragraph, Table, render_html, render_markdown
+from loclab.report.seeds import SEED_DETECTION_AP, SEED_DETECTION_MAP, SEED_HEATMAP_PCK, SEED_REGRESSION_PCK_TABLE
+from loclab.study.stages import stage_times
+
+THRESHOLDS = ("0.05", "0.1", "0.15", "0.2")
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+class StudyFiles:
+    """The JSON files of a study directory, each None when that stage has not produced it."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.config = _load(out / "config.json") or {}
+        self.version = _load(out / "version.json") or {}
+        self.data = _load(out / "data.json")
+        self.detector = _load(out / "detector" / "metrics.json")
+        self.detector_log = _load(out / "detector" / "training_log.json")
+        self.heatmap = _load(out / "keypoints" / "heatmap" / "metrics.json")
+        self.regression = _load(out / "keypoints" / "regression" / "metrics.json")
+        self.logs = {m: _load(out / "keypoints" / m / "training_log.json") for m in ("heatmap", "regression")}
+        self.comparison = _load(out / "keypoints" / "comparison.json")
+        self.anchor_ablation = _load(out / "ablations" / "anchors" / "anchor_ablation.json")
+        self.keypoint_ablation = _load(out / "ablations" / "keypoints" / "baseline_results.json")
+        self.stages = stage_times(out)
+
+
+def _setup(doc: Document, s: StudyFiles) -> None:
+    study = s.config.get("study", {})
+    doc.add(Heading("Setup"))
+    v = s.version
+    doc.add(Table(("item", "value"), (
+        ("preset", str(s.config.get("preset", "?"))),
+        ("overrides", ", ".join(s.config.get("overrides", [])) or "none"),
+        ("data", f"{s.config.get('data_root', '?')} ({'; '.join(f'{k}: {x}' for k, x in (s.data or {}).items()) or 'as found'})"),
+        ("seeds", ", ".join(f"{k} {x}" for k, x in v.get("seeds", {}).items())),
+        ("code version", str(v.get("code_version", "?"))),
+        ("torch / python", f"{v.get('torch', '?')} / {v.get('python', '?')}"),
+        ("machine", str(v.get("machine", "?"))),
+        ("report written", dt.datetime.now().strftime("%Y-%m-%d %H:%M")),
+    )))
+    rows = []
+    for name in ("detector", "heatmap", "regression"):
+        c = study.get(name)
+        if not c:
+            continue
+        t = c["train"]
+        rows.append((name, c["model"], f"{t['optim']['name']} lr {t['optim']['lr']:g}", t["schedule"]["name"],
+                     str(t["epochs"]), str(t["batch_size"]), t["precision"], "yes" if t["hflip"] else "no",
+                     c.get("loss", "detection loss")))
+    doc.add(Table(("stage", "model", "optimiser", "schedule", "epochs", "batch", "precision", "flips", "loss"),
+                  tuple(rows), caption="Training settings (full resolved config in config.json)"))
+    if s.stages:
+        total = sum(x["wall_time_s"] for x in s.stages.values())
+        doc.add(Table(("stage", "status", "wall time"),
+                      tuple((x["title"], x["status"], f"{x['wall_time_s'] / 60:.1f} min") for x in s.stages.values())
+                      + (("total", "", f"{total / 60:.1f} min"),), caption="Wall time per stage"))
+
+
+def _detection(doc: Document, s: StudyFiles) -> None:
+    m, vis = s.detector, s.out / "detector" / "visualizations"
+    doc.add(Heading("Problem 1 — multi-scale anchor detection"))
+    if not m:
+        doc.add(Paragraph("The detector stage has not finished; no detection results yet."))
+        return
+    doc.add(Paragraph(f"Model `{m.get('model', '?')}`, anchors {m.get('anchor_sizes')} on feature maps "
+                      f"{m.get('feature_map_sizes')}. AP convention: {m['ap_convention']}. Detections are kept "
+                      f"down to score {m.get('score_threshold')} so the precision-recall curve is not truncated."))
+    doc.add(Heading("Training curves", 3))
+    doc.figure(vis / "loss_curves.png", "Train/val loss per component")
+    doc.add(Heading("Average precision", 3))
+    classes = list(m["AP50"])
+    rows = [("loclab (this run)", _f(m["mAP50"]), *(_f(m["AP50"][c]) for c in classes), _f(m["mAP50_voc07"]),
+             _f(m["mAP50_coco"]), _f(m.get("mAP70")))]
+    for name, value in SEED_DETECTION_MAP.items():
+        per = SEED_DETECTION_AP.get(name, {})
+        rows.append((f"{name} (quoted)", _f(value), *(_f(per.get(c)) for c in classes), "—", "—", "—"))
+    doc.add(Table(("", "mAP@0.5 (VOC all-point)", *classes, "VOC07 11-pt", "COCO 101-pt", "mAP@0.7"), tuple(rows)))
+    doc.figure(vis / "pr_curves.png", "Precision-recall curves per class (IoU 0.5)")
+    doc.add(Heading("Detections", 3))
+    doc.figure(vis / "detections.png", "Validation images: predictions red (class, score), ground truth green")
+    _scale_table(doc, m, vis)
+    _coverage(doc, m, vis)
+    sizes = m.get("object_sizes")
+    doc.add(Heading("Object sizes", 3))
+    if sizes and "per_class" in sizes:
+        doc.add(Table(("class", "count", "min", "median", "max"), tuple(
+            (c, str(d.get("count", "")), *(_f(d.get(k), 0) for k in ("min", "median", "max")))
+            for c, d in sizes["per_class"].items())))
+    doc.figure(vis / "object_sizes.png", "Object size (sqrt of box area) by class, with the size-bucket edges")
+    doc.add(Heading("Learned features", 3))
+    doc.figure(vis / "feature_maps.png", "Mean activation of each scale's features for one validation image")
+    _anchor_ablation(doc, s)
+
+
+def _scale_table(doc: Document, m: dict, vis: Path) -> None:
+    t = m.get("scale_specialisation")
+    doc.add(Heading("Scale specialisation", 3))
+    if not t:
+        return
+    conf = t[t["headline"]]
+    doc.add(Paragraph(f"{t['bucket_rule']} True positives at IoU {t['iou_threshold']} with score ≥ "
+                      f"{t['score_threshold']} (confident); the table of all true positives is in metrics.json."))
+    rows = []
+    for si, scale in enumerate(t["scales"]):
+        cells = [f"{conf['tp_counts'][si][b]} ({_f(conf['tp_share'][si][b], 2)})" for b in range(len(t["buckets"]))]
+        rows.append((scale, *cells, *(_f(conf["recall"][si][b], 2) for b in range(len(t["buckets"])))))
+    doc.add(Table(("head", *(f"TPs {b} (share)" for b in t["buckets"]), *(f"recall {b}" for b in t["buckets"])),
+                  tuple(rows), caption="Which head produced the true positives of each size bucket, and each head's "
+                                       "recall of each bucket on its own"))
+    doc.figure(vis / "scale_specialisation.png", "Scale specialisation")
+
+
+def _coverage(doc: Document, m: dict, vis: Path) -> None:
+    cov = m.get("anchor_coverage")
+    doc.add(Heading("Anchor coverage", 3))
+    if not cov:
+        return
+    bpr, miou = cov["best_possible_recall"], cov["mean_best_iou"]
+    rows = [(scale, *(_f(bpr["per_scale_bucket"][s][b], 2) for b in range(3)), _f(miou["per_scale"][s], 2))
+            for s, scale in enumerate(cov["scales"])]
+    rows.append(("all scales", *(_f(x, 2) for x in bpr["per_bucket"]), _f(miou["overall"], 2)))
+    ppg = cov["positives_per_gt"]
+    doc.add(Table(("anchors of", *(f"best possible recall {b}" for b in cov["buckets"]), "mean best IoU"),
+                  tuple(rows), caption=f"Fraction of ground-truth boxes with an anchor at IoU ≥ {cov['iou_threshold']}; "
+                                       f"positives per ground truth under the matcher: "
+                                       f"{', '.join(_f(x, 1) for x in ppg['mean_per_bucket'])} (small/medium/large)"))
+    doc.figure(vis / "anchor_coverage.png", "Best-anchor IoU per scale and size bucket; anchor vs object sizes")
+    doc.figure(vis / "anchors_on_image.png", "Anchors of each scale drawn at their true size")
+
+
+def _anchor_ablation(doc: Document, s: StudyFiles) -> None:
+    a = s.anchor_ablation
+    doc.add(Heading("Anchor ablation", 3))
+    if not a:
+        doc.add(Paragraph("The anchor ablation has not run."))
+        return
+    classes = list(a["rows"][0]["AP50"])
+    rows = []
+    for r in a["rows"]:
+        conf = (r.get("scale_specialisation") or {}).get("confident", {})
+        counts = conf.get("tp_counts")
+        diag = f"{counts[0][0]}/{counts[1][1]}/{counts[2][2]}" if counts else "—"
+        bpr = r.get("best_possible_recall") or {}
+        rows.append((r["trial"], str(r["anchor_sizes"]), _f(r["mAP50"]), *(_f(r["AP50"][c]) for c in classes),
+                     diag, ", ".join(_f(x, 2) for x in bpr.get("per_bucket", [])) or "—"))
+    doc.add(Table(("trial", "anchors", "mAP@0.5", *classes, "TPs S1-small/S2-medium/S3-large", "best possible recall"),
+                  tuple(rows), caption=f"Each anchor set trained for {a['epochs']} epochs with the same recipe"))
+
+
+def _keypoints(doc: Document, s: StudyFiles) -> None:
+    doc.add(Heading("Problem 2 — keypoints: heatmap vs direct regression"))
+    c = s.comparison
+    if not c:
+        doc.add(Paragraph("The keypoint stages have not finished."))
+        return
+    doc.add(Paragraph(f"PCK on the {c['num_images']}-image validation split; {c['pck_rule']}. Swap-aware PCK lets "
+                      "the two identically drawn hands match in either order (the better one counts)."))
+    rows = []
+    for name, m in c["models"].items():
+        rows.append((f"{name} (standard)", *(_f(m["pck"][t]) for t in THRESHOLDS)))
+        rows.append((f"{name} (swap-aware)", *(_f(m["pck_swap"][t]) for t in THRESHOLDS)))
+        if "pck_argmax" in m:
+            rows.append((f"{name} (argmax decoding)", *(_f(m["pck_argmax"][t]) for t in THRESHOLDS)))
+    if c.get("ceiling"):
+        rows.append(("ambiguity ceiling (perfect localiser, unknown hand labels)", *(_f(c["ceiling"][t]) for t in THRESHOLDS)))
+    for name, v in SEED_HEATMAP_PCK.items():
+        rows.append((f"{name} heatmap (quoted)", *(_f(v[t]) for t in THRESHOLDS)))
+    for name, v in SEED_REGRESSION_PCK_TABLE.items():
+        rows.append((f"{name} regression (quoted)", *(_f(v[t]) for t in THRESHOLDS)))
+    doc.add(Table(("method", *(f"PCK@{t}" for t in THRESHOLDS)), tuple(rows)))
+    vis = s.out / "keypoints" / "visualizations"
+    doc.figure(vis / "pck_curves.png", "PCK curves: standard (solid), swap-aware (dashed), ambiguity ceiling (dotted)")
+    names = list(c["models"]["heatmap"]["per_keypoint"])
+    doc.add(Table(("keypoint", *(f"{m} PCK@0.1" for m in c["models"])),
+                  tuple((k, *(_f(c["models"][m]["per_keypoint"][k]["0.1"]) for m in c["models"])) for k in names),
+                  caption="Per-keypoint standard PCK@0.1: the hands carry the label ambiguity"))
+    doc.add(Heading("Training", 3))
+    for m in ("heatmap", "regression"):
+        doc.figure(s.out / "keypoints" / m / "visualizations" / "loss_curve.png", f"{m} model: training curve")
+    doc.figure(s.out / "keypoints" / "heatmap" / "visualizations" / "heatmaps_across_epochs.png",
+               "Predicted heatmaps of fixed validation images across epochs")
+    doc.add(Heading("Predictions", 3))
+    doc.figure(vis / "method_comparison.png", "Ground truth green circles, predictions red crosses, errors dashed")
+    _keypoint_ablation(doc, s)
+    _failures(doc, c, vis)
+
+
+def _keypoint_ablation(doc: Document, s: StudyFiles) -> None:
+    a = s.keypoint_ablation
+    doc.add(Heading("Ablations: heatmap resolution, sigma, skip connections", 3))
+    if not a:
+        doc.add(Paragraph("The keypoint ablation has not run."))
+        return
+    doc.add(Paragraph(f"Judged by {a['judged_by']}. Each setting trained for {a['epochs']} epochs."))
+    rows = []
+    for factor, data in a["factors"].items():
+        for r in data["rows"]:
+            rows.append((factor.replace("_", " "), r["setting"] + (" ★" if r["setting"] == data["best"] else ""),
+                         *(_f(r["pck"][t]) for t in ("0.05", "0.1")), *(_f(r["pck_swap"][t]) for t in ("0.05", "0.1")),
+                         _f(r.get("val_mse"), 5)))
+    doc.add(Table(("factor", "setting", "PCK@0.05", "PCK@0.1", "swap-aware @0.05", "swap-aware @0.1", "val MSE (secondary)"),
+                  tuple(rows)))
+    doc.figure(s.out / "ablations" / "keypoints" / "visualizations" / "ablation.png", "Ablations judged by PCK")
+
+
+def _failures(doc: Document, c: dict, vis: Path) -> None:
+    f = c.get("failures")
+    doc.add(Heading("Failure cases", 3))
+    if not f:
+        return
+    doc.add(Paragraph(f"Rule: {f['rule']}. Mined on the validation split."))
+    rows = [(t, f["types"][t], str(f["counts"][t])) for t in ("A", "B", "C")]
+    doc.add(Table(("type", "meaning", "images"), tuple(rows)))
+    fk = f.get("failing_keypoints", {})
+    if fk:
+        names = sorted({k for per_model in fk.values() for counts in per_model.values() for k in counts})
+        rows = []
+        for t, per_model in fk.items():
+            for model, counts in per_model.items():
+                rows.append((t, model, *(str(counts.get(k, 0)) for k in names)))
+        doc.add(Table(("type", "model", *names), tuple(rows), caption="Which keypoints fail, per failure type"))
+    doc.figure(vis / "failure_cases.png", "Failure examples per type (failing keypoints marked)")
+
+
+def _conclusions(doc: Document, s: StudyFiles) -> None:
+    items = (conclusions.detection(s.detector) + conclusions.scale(s.detector) + conclusions.coverage(s.detector)
+             + conclusions.anchor_ablation(s.anchor_ablation) + conclusions.keypoints(s.comparison)
+             + conclusions.ablations(s.keypoint_ablation))
+    doc.add(Heading("Conclusions"))
+    doc.add(Paragraph("Each statement below is computed from this run's numbers."))
+    doc.add(Bullets(tuple(items)) if items else Paragraph("No stage has finished yet."))
+
+
+def build_report(out: Path) -> tuple[Path, Path]:
+    """Write ``out/report.md`` and ``out/report.html`` from the study's files; returns both paths."""
+    out = Path(out)
+    if not (out / "config.json").is_file():
+        raise FileNotFoundError(f"{out}: not a loclab study directory (no config.json); run `loclab run` first")
+    s = StudyFiles(out)
+    doc = Document(f"loclab study report — {s.config.get('preset', '?')} preset")
+    _setup(doc, s)
+    _detection(doc, s)
+    _keypoints(doc, s)
+    _conclusions(doc, s)
+    doc.add(Heading("Files"), Code("\n".join(sorted(str(p.relative_to(out)) for p in out.rglob("*.json")
+                                                     if "stages" not in p.parts))))
+    md, html = out / "report.md", out / "report.html"
+    md.write_text(render_markdown(doc, out))
+    html.write_text(render_html(doc))
+    write_json(out / "report_summary.json", {"conclusions": [b for blk in doc.blocks if isinstance(blk, Bullets)
+                                                              for b in blk.items]})
+    return md, html

@@ -1,0 +1,116 @@
+"""Conclusions derived from measured numbers. Every sentence is computed; none is canned.
+
+Each function takes the parsed JSON files of a study and returns sentences (an empty list when the
+numbers it needs are missing), so the report never states something the run did not measure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loclab.report.seeds import SEED_DETECTION_MAP, SEED_REGRESSION_PCK
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f} %"
+
+
+def detection(metrics: dict[str, Any] | None) -> list[str]:
+    if not metrics:
+        return []
+    ap = metrics["AP50"]
+    best, worst = max(ap, key=ap.get), min(ap, key=ap.get)
+    out = [f"The detector reached mAP@0.5 = {metrics['mAP50']:.3f} (VOC all-point) on {metrics['num_images']} "
+           f"validation images, against {' and '.join(f'{v:.2f}' for v in SEED_DETECTION_MAP.values())} in the "
+           f"original reports; {best} is the easiest class (AP {ap[best]:.3f}), {worst} the hardest "
+           f"(AP {ap[worst]:.3f})."]
+    if metrics.get("mAP70") is not None:
+        out.append(f"At the stricter IoU 0.7 mAP falls to {metrics['mAP70']:.3f}: "
+                   f"{'box precision, not recall, is what remains to gain' if metrics['mAP50'] - metrics['mAP70'] > 0.1 else 'boxes are tight as well as found'}.")
+    return out
+
+
+def scale(metrics: dict[str, Any] | None) -> list[str]:
+    table = (metrics or {}).get("scale_specialisation")
+    if not table:
+        return []
+    conf = table[table.get("headline", "confident")]
+    counts = conf["tp_counts"]  # [scale][bucket]
+    out = []
+    for b, bucket in enumerate(table["buckets"]):
+        column = [counts[s][b] for s in range(len(counts))]
+        total = sum(column)
+        if total == 0:
+            continue
+        s = max(range(len(column)), key=column.__getitem__)
+        out.append(f"{table['scales'][s]} produced {_pct(column[s] / total)} of the {total} confident "
+                   f"{bucket}-object true positives.")
+    return out
+
+
+def coverage(metrics: dict[str, Any] | None) -> list[str]:
+    cov = (metrics or {}).get("anchor_coverage")
+    if not cov:
+        return []
+    bpr = cov["best_possible_recall"]["per_bucket"]
+    worst = min(range(len(bpr)), key=bpr.__getitem__)
+    return [f"Best possible recall of the anchors at IoU 0.5 is {bpr[0]:.2f} / {bpr[1]:.2f} / {bpr[2]:.2f} for "
+            f"small / medium / large objects; the weakest bucket is {cov['buckets'][worst]}."]
+
+
+def anchor_ablation(summary: dict[str, Any] | None) -> list[str]:
+    if not summary or len(summary.get("rows", [])) < 2:
+        return []
+    rows = {r["trial"]: r for r in summary["rows"]}
+    base = rows.get("default")
+    if base is None:
+        return []
+    out = []
+    for name, r in rows.items():
+        if name == "default":
+            continue
+        delta = r["mAP50"] - base["mAP50"]
+        per_class = ", ".join(f"{c} {r['AP50'][c] - base['AP50'][c]:+.3f}" for c in base["AP50"])
+        out.append(f"Anchors {r['anchor_sizes']} changed mAP@0.5 by {delta:+.3f} vs the default anchors after "
+                   f"{summary['epochs']} epochs ({per_class}).")
+    return out
+
+
+def keypoints(comparison: dict[str, Any] | None) -> list[str]:
+    if not comparison:
+        return []
+    models, ceiling = comparison["models"], comparison["ceiling"]
+    hm, reg = models["heatmap"], models["regression"]
+    out = [f"Heatmap PCK@0.05 / @0.2 = {hm['pck']['0.05']:.3f} / {hm['pck']['0.2']:.3f} vs regression "
+           f"{reg['pck']['0.05']:.3f} / {reg['pck']['0.2']:.3f} (the reports' regression reached "
+           f"{' and '.join(f'{v:.2f}' for v in SEED_REGRESSION_PCK.values())} at 0.2)."]
+    if ceiling:
+        gap = max(ceiling[t] - hm["pck"][t] for t in ceiling)
+        out.append(f"A perfect localiser that cannot tell the identically drawn hands apart scores "
+                   f"{' / '.join(f'{ceiling[t]:.3f}' for t in ceiling)} standard PCK; the heatmap model is "
+                   f"{'within' if gap <= 0.01 else 'at most'} {gap:.3f} of that ceiling at every threshold.")
+        out.append(f"Swap-aware PCK, which forgives the unknowable hand label, is {hm['pck_swap']['0.05']:.3f} "
+                   f"(heatmap) and {reg['pck_swap']['0.05']:.3f} (regression) at 0.05.")
+    f = comparison.get("failures")
+    if f:
+        c = f["counts"]
+        out.append(f"At threshold {f['threshold']:g} ({'swap-aware' if f.get('swap_aware') else 'standard'}), "
+                   f"{c['A']} val images fail only for regression (type A), {c['B']} only for the heatmap (B) and "
+                   f"{c['C']} for both (C), of {f['num_images']}.")
+    return out
+
+
+def ablations(summary: dict[str, Any] | None) -> list[str]:
+    if not summary:
+        return []
+    out = []
+    for factor, data in summary["factors"].items():
+        rows = data["rows"]
+        if len(rows) < 2:
+            continue
+        ranked = sorted(rows, key=lambda r: r["pck_swap"]["0.05"], reverse=True)
+        spread = ranked[0]["pck_swap"]["0.05"] - ranked[-1]["pck_swap"]["0.05"]
+        out.append(f"{factor.replace('_', ' ')}: best is {ranked[0]['setting']} (swap-aware PCK@0.05 "
+                   f"{ranked[0]['pck_swap']['0.05']:.3f}), worst {ranked[-1]['setting']} "
+                   f"({ranked[-1]['pck_swap']['0.05']:.3f}); spread {spread:.3f} after {summary['epochs']} epochs.")
+    return out

@@ -1,0 +1,190 @@
+"""Every figure of a run or a study, rebuilt from its files alone (SPEC §5).
+
+This is the one place that turns run files into pictures: evaluation writes numbers, ``viz`` draws,
+and these functions connect the two. Each figure whose input is missing is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from loclab.analysis.coverage import anchors_at_box_centres
+from loclab.config import DetectorConfig, from_dict
+from loclab.data.datasets import decode_images
+from loclab.data.errors import DataError
+from loclab.data.formats_detection import DetectionSplit
+from loclab.engine.detection import load_detector
+from loclab.engine.rundir import read_json
+from loclab.engine.tasks import detection_split, keypoint_split
+from loclab.evaluation.detection import NUM_DETECTION_IMAGES, predictions_table
+from loclab.evaluation.keypoints import NUM_PREDICTION_IMAGES, VIS_DIR, read_keypoint_predictions, run_data_root
+from loclab.ops.anchors import generate_anchors
+from loclab.viz import detection_overlays as overlays
+from loclab.viz import detection_plots as plots
+from loclab.viz.keypoint_overlays import draw_failure_examples, draw_keypoint_predictions, draw_method_comparison
+from loclab.viz.keypoint_plots import plot_ablation, plot_heatmaps_across_epochs, plot_loss_curve, plot_pck_curves
+from loclab.viz.style import save_figure
+
+logger = logging.getLogger(__name__)
+
+
+def _read_optional(path: Path) -> Any:
+    return read_json(path) if path.is_file() else None
+
+
+def _val_sample(root: Path | str | None, count: int) -> tuple[DetectionSplit, list[int], torch.Tensor]:
+    """The val split, the indices of its first ``count`` images and those images decoded (uint8 ``[n, 3, H, W]``)."""
+    if not root:
+        raise DataError("config.json names no data_root and none was given")
+    split = detection_split(root, "val")
+    shown = list(range(min(count, len(split))))
+    if not shown:
+        raise DataError(f"{split.annotation_file}: the val split has no images")
+    return split, shown, decode_images([split.images[i] for i in shown], "RGB", progress=False)
+
+
+def write_detector_figures(run_dir: Path | str, data_root: Path | str | None = None) -> list[Path]:
+    """Rebuild every detection figure of a run from its files alone, into ``RUN/visualizations/``.
+
+    ``training_log.json`` -> loss_curves.png; ``metrics.json`` -> pr_curves.png, scale_specialisation.png,
+    anchor_coverage.png, object_sizes.png; ``predictions.json`` + val images -> detections.png; ``config.json`` + one
+    val image -> anchors_on_image.png; ``best_model.pth`` + one val image -> feature_maps.png. A figure whose input
+    is missing is skipped with a logged warning naming it and the missing file (e.g. feature_maps.png without
+    ``best_model.pth``). Returns the paths written, in that order.
+    """
+    run_dir = Path(run_dir)
+    written: list[Path] = []
+    config = _read_optional(run_dir / "config.json") or {}
+    cfg = from_dict(DetectorConfig, config["detector"]) if "detector" in config else DetectorConfig()
+    log, metrics = _read_optional(run_dir / "training_log.json"), _read_optional(run_dir / "metrics.json") or {}
+    predictions = _read_optional(run_dir / "predictions.json")
+
+    def make(name: str, ready: bool, missing: str, draw) -> None:
+        if ready:
+            written.append(save_figure(draw(), run_dir / "visualizations" / name))
+        else:
+            logger.warning("%s: skipped %s (%s)", run_dir, name, missing)
+
+    make("loss_curves.png", bool(log), "no training_log.json", lambda: plots.loss_curves_figure(log))
+    for name, key, draw in (("pr_curves.png", "pr_curves", plots.pr_curves_figure),
+                            ("scale_specialisation.png", "scale_specialisation", plots.scale_specialisation_figure),
+                            ("anchor_coverage.png", "anchor_coverage", plots.anchor_coverage_figure),
+                            ("object_sizes.png", "object_sizes", plots.object_sizes_figure)):
+        part = metrics if key == "pr_curves" else metrics.get(key)
+        make(name, key in metrics, f"no \"{key}\" in metrics.json", lambda draw=draw, part=part: draw(part))
+    try:
+        split, shown, images = _val_sample(data_root if data_root is not None else config.get("data_root"),
+                                           NUM_DETECTION_IMAGES)
+    except (DataError, OSError) as err:
+        for name in ("detections.png", "anchors_on_image.png", "feature_maps.png"):
+            logger.warning("%s: skipped %s (val images unavailable: %s)", run_dir, name, err)
+        return written
+    ids = [split.images[i].id for i in shown]
+
+    def detections_figure():
+        table, _ = predictions_table(predictions, split, "xyxy", run_dir / "predictions.json")
+        preds = [(table.boxes[m], table.category_id[m], table.scores[m]) for m in (table.image_id == i for i in ids)]
+        gts = [(split.boxes[i].numpy(), split.labels[i].numpy()) for i in shown]
+        names = [split.categories[label] for label in sorted(split.categories)]
+        return overlays.detections_figure(images, gts, preds, names, cfg.display_threshold, [f"image {i}" for i in ids])
+
+    def anchors_figure():
+        anchors = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size)
+        cells = anchors_at_box_centres(anchors, cfg.feature_map_sizes, cfg.image_size, split.boxes[0])
+        titles = [f"S{s + 1}: {n}x{n} cells, stride {cfg.image_size / n:g}, anchors " + "/".join(map("{:g}".format, a))
+                  for s, (n, a) in enumerate(zip(cfg.feature_map_sizes, cfg.anchor_sizes))]
+        return overlays.anchors_on_image_figure(images[0], split.boxes[0].numpy(), [c.numpy() for c in cells], titles)
+
+    def feature_maps_figure():
+        model, _ = load_detector(run_dir / "best_model.pth")
+        with torch.no_grad():
+            features = model.features(images[:1].float() / 255)
+        return overlays.feature_maps_figure(images[0], [f[0].mean(dim=0).numpy() for f in features], [
+            f"S{s + 1}: mean of {f.shape[1]} channels, {f.shape[2]}x{f.shape[3]}" for s, f in enumerate(features)])
+
+    make("detections.png", predictions is not None, "no predictions.json", detections_figure)
+    make("anchors_on_image.png", True, "", anchors_figure)
+    make("feature_maps.png", (run_dir / "best_model.pth").is_file(), "no best_model.pth", feature_maps_figure)
+    return written
+
+
+def write_keypoint_run_figures(run_dir: Path | str, data_root: Path | str | None = None) -> list[Path]:
+    """Rebuild a keypoint run's figures from its files alone, into ``RUN/visualizations/``.
+
+    * ``loss_curve.png`` from ``training_log.json``;
+    * ``heatmaps_across_epochs.png`` from ``heatmap_snapshots.npz`` (runs of heatmap-producing models);
+    * ``predictions.png``: the first 10 validation images with ground truth and ``predictions.json``.
+
+    A figure whose source file is missing is skipped. Validation images and ground truth come from
+    ``data_root``, else the ``data_root`` recorded in ``metrics.json`` or ``config.json``. Returns the paths
+    written.
+    """
+    run_dir = Path(run_dir)
+    out_dir = run_dir / VIS_DIR
+    written: list[Path] = []
+    model = read_json(run_dir / "config.json").get("keypoints", {}).get("model", "keypoint model")
+    if (run_dir / "training_log.json").is_file():
+        written.append(plot_loss_curve(read_json(run_dir / "training_log.json"), out_dir / "loss_curve.png",
+                                       title=f"{model}: training loss"))
+    snapshots = run_dir / "heatmap_snapshots.npz"
+    predictions = run_dir / "predictions.json"
+    if not snapshots.is_file() and not predictions.is_file():
+        return written
+    if data_root is None and (run_dir / "metrics.json").is_file():
+        data_root = read_json(run_dir / "metrics.json").get("data_root")
+    split = keypoint_split(run_data_root(run_dir, data_root), "val")
+    if snapshots.is_file():
+        with np.load(snapshots) as data:
+            ids = [int(i) for i in data["image_ids"]] if "image_ids" in data.files else []
+        records = {record.id: record for record in split.images}
+        images = None
+        if ids and all(i in records for i in ids):
+            images = decode_images([records[i] for i in ids], "L", progress=False, source=split.annotation_file)
+        written.append(plot_heatmaps_across_epochs(snapshots, images, out_dir / "heatmaps_across_epochs.png"))
+    if predictions.is_file():
+        n = min(NUM_PREDICTION_IMAGES, len(split))
+        preds = read_keypoint_predictions(predictions, split)[:n]
+        images = decode_images(split.images[:n], "L", progress=False, source=split.annotation_file)
+        written.append(draw_keypoint_predictions(
+            images, split.keypoints[:n], preds, out_dir / "predictions.png",
+            title=f"{model}: validation predictions (green o ground truth, red x prediction)",
+            image_ids=[record.id for record in split.images[:n]]))
+    return written
+
+
+def write_comparison_figures(keypoint_dir: Path, data_root: Path) -> list[Path]:
+    """PCK curves, side-by-side predictions and failure examples from ``keypoints/comparison.json``."""
+    keypoint_dir = Path(keypoint_dir)
+    comparison = read_json(keypoint_dir / "comparison.json")
+    out = keypoint_dir / VIS_DIR
+    curves: dict[str, dict[float, float]] = {}
+    for name, m in comparison["models"].items():
+        curves[f"{name} standard"] = {float(t): v for t, v in m["pck"].items()}
+        curves[f"{name} swap-aware"] = {float(t): v for t, v in m["pck_swap"].items()}
+    ceiling = {float(t): v for t, v in comparison["ceiling"].items()} if comparison.get("ceiling") else None
+    written = [plot_pck_curves(curves, out / "pck_curves.png", ceiling=ceiling,
+                               title="PCK on the validation split: heatmap vs regression")]
+    split = keypoint_split(data_root, "val")
+    preds = {m: read_keypoint_predictions(keypoint_dir / m / "predictions.json", split) for m in ("heatmap", "regression")}
+    n = min(NUM_PREDICTION_IMAGES, len(split))
+    images = decode_images(split.images, "L", progress=False, source=split.annotation_file)
+    ids = [r.id for r in split.images]
+    written.append(draw_method_comparison(images[:n], split.keypoints[:n], preds["heatmap"][:n],
+                                          preds["regression"][:n], out / "method_comparison.png", image_ids=ids[:n]))
+    failures = comparison["failures"]
+    written.append(draw_failure_examples(images, split.keypoints, preds["heatmap"], preds["regression"],
+                                         failures["image_ids"], out / "failure_cases.png", image_ids=ids,
+                                         threshold=failures["threshold"], normalize_by=failures["normalize_by"],
+                                         swap_aware=failures["swap_aware"]))
+    return written
+
+
+def write_ablation_figures(ablation_dir: Path) -> list[Path]:
+    """The keypoint ablation plot from ``baseline_results.json``."""
+    ablation_dir = Path(ablation_dir)
+    return [plot_ablation(read_json(ablation_dir / "baseline_results.json"), ablation_dir / VIS_DIR / "ablation.png")]

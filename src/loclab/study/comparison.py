@@ -1,0 +1,33 @@
+"""Heatmap vs regression on the validation split: PCK side by side, ambiguity ceiling, failure analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from loclab.analysis.failures import failure_analysis
+from loclab.evaluation.keypoints import read_keypoint_predictions
+from loclab.engine.rundir import read_json
+from loclab.engine.tasks import keypoint_split
+
+METRIC_KEYS = ("pck", "pck_swap", "pck_argmax", "pck_swap_argmax", "per_keypoint", "per_keypoint_swap",
+               "mean_error_px", "mean_error_px_swap", "decoding", "model")
+
+
+def compare_keypoint_runs(heatmap_dir: Path, regression_dir: Path, data_root: Path, threshold: float) -> dict[str, Any]:
+    """Numbers for the keypoint comparison (both runs must have been evaluated on the val split)."""
+    split = keypoint_split(data_root, "val")
+    gts = split.keypoints
+    image_ids = [r.id for r in split.images]
+    runs = {"heatmap": Path(heatmap_dir), "regression": Path(regression_dir)}
+    metrics = {name: read_json(d / "metrics.json") for name, d in runs.items()}
+    preds = {name: read_keypoint_predictions(d / "predictions.json", split) for name, d in runs.items()}
+    failures = failure_analysis(preds["heatmap"], preds["regression"], gts, image_ids, threshold=threshold)
+    return {
+        "split": "val",
+        "num_images": len(image_ids),
+        "pck_rule": metrics["heatmap"]["pck_rule"],
+        "ceiling": metrics["heatmap"]["ceiling"],
+        "models": {name: {k: m[k] for k in METRIC_KEYS if k in m} for name, m in metrics.items()},
+        "failures": failures,
+    }
