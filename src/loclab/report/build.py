@@ -11,7 +11,6 @@ from loclab.engine.rundir import write_json
 from loclab.report import conclusions
 from loclab.report.document import Bullets, Code, Document, Heading, Paragraph, Table, render_html, render_markdown
 from loclab.report.seeds import SEED_DETECTION_AP, SEED_DETECTION_MAP, SEED_HEATMAP_PCK, SEED_REGRESSION_PCK_TABLE
-from loclab.study.stages import stage_times
 
 THRESHOLDS = ("0.05", "0.1", "0.15", "0.2")
 
@@ -22,6 +21,15 @@ def _load(path: Path) -> Any:
 
 def _f(x: Any, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
+
+
+def stage_times(out: Path) -> dict[str, dict[str, Any]]:
+    """``{key: {"title", "status", "wall_time_s"}}`` of every stage marker in ``OUT/stages``."""
+    times = {}
+    for path in sorted((Path(out) / "stages").glob("*.json")):
+        state = json.loads(path.read_text())
+        times[state["key"]] = {k: state[k] for k in ("title", "status", "wall_time_s")}
+    return times
 
 
 class StudyFiles:

@@ -69,12 +69,3 @@ class StageRunner:
                             "wall_time_s": wall})
         tqdm.write(f"{header}: done in {wall:.0f}s")
         return result
-
-
-def stage_times(out: Path) -> dict[str, dict[str, Any]]:
-    """``{key: {"title", "status", "wall_time_s"}}`` of every stage recorded in ``OUT/stages``."""
-    times = {}
-    for path in sorted((Path(out) / "stages").glob("*.json")):
-        state = json.loads(path.read_text())
-        times[state["key"]] = {k: state[k] for k in ("title", "status", "wall_time_s")}
-    return times
