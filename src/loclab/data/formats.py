@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from loclab.data.errors import DataError, ProblemLog, RecordError
 
 ANNOTATION_SUFFIX = "_annotations.json"
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ def read_json_object(path: Path) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+    except (ValueError, RecursionError) as err:  # an integer of over 4300 digits, arrays nested too deeply
+        raise DataError(f"{path}: malformed JSON: {err}.") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected an object.")
     return data
@@ -122,6 +125,8 @@ def field_int(record: Mapping[str, Any], key: str) -> int:
     value = record[key]
     if isinstance(value, bool) or not isinstance(value, int):
         raise RecordError(f"\"{key}\" is {value!r} ({json_type(value)}), expected an integer")
+    if not _INT64_MIN <= value <= _INT64_MAX:  # ids end up in int64 tensors and arrays
+        raise RecordError(f"\"{key}\" is an integer of {len(str(abs(value)))} digits, outside the 64-bit range")
     return value
 
 
@@ -135,13 +140,24 @@ def field_str(record: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def is_finite_number(value: Any) -> bool:
+    """Whether ``value`` is a JSON number (not a boolean) that is a finite float: not NaN, not infinite, and not an
+    integer too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond the float range
+        return False
+
+
 def finite_numbers(value: Any, length: int, what: str) -> list[float]:
     """``value`` as a list of exactly ``length`` finite numbers (ints or floats, not booleans, not NaN/inf)."""
     if not isinstance(value, list) or len(value) != length:
         shown = f"{len(value)} values" if isinstance(value, list) else f"a JSON {json_type(value)}"
         raise RecordError(f"{what} {value!r} is {shown}, expected {length} numbers")
     for item in value:
-        if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+        if not is_finite_number(item):
             raise RecordError(f"{what} {value!r} contains {item!r}, expected finite numbers")
     return [float(v) for v in value]
 
@@ -174,16 +190,18 @@ def image_record(raw: Any, image_dir: Path, default_size: tuple[int, int]) -> Im
 
 
 def check_image_file(record: ImageRecord) -> None:
-    """Check that the image exists, is an image PIL can identify, and has the declared size.
+    """Check that the image exists, is an image PIL can identify, is complete, and has the declared size.
 
-    Reads the header only (cheap); pixels are decoded once, later, by the datasets. Raises :class:`RecordError`.
+    Reads the header and walks the file's chunks and checksums (``verify``: catches truncated and corrupted files)
+    without decoding pixels; pixels are decoded once, later, by the datasets. Raises :class:`RecordError`.
     """
     if not record.path.is_file():
         raise RecordError(f"image file {record.path} does not exist")
     try:
         with Image.open(record.path) as image:
             size = image.size
-    except (UnidentifiedImageError, OSError) as err:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise RecordError(f"image file {record.path} is not a readable image ({err})") from None
     if size != (record.width, record.height):
         raise RecordError(

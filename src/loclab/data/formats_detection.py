@@ -38,6 +38,7 @@ from loclab.data.formats import (
     default_image_dir,
     field_int,
     finite_numbers,
+    is_finite_number,
     json_type,
     parse_images,
     read_json_object,
@@ -255,8 +256,8 @@ def _optional_number(ann: Mapping[str, Any], key: str, low: float, high: float) 
     if key not in ann:
         return None
     value = ann[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise RecordError(f"\"{key}\" is {value!r}, expected a number in [{low}, {high}]")
+    if not is_finite_number(value) or not low <= value <= high:
+        raise RecordError(f"\"{key}\" is {value!r}, expected a finite number in [{low}, {high}]")
     return float(value)
 
 

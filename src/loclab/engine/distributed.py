@@ -36,6 +36,18 @@ def is_main() -> bool:
     return not active() or dist.get_rank() == 0
 
 
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def per_rank_batch(global_batch: int) -> int:
+    """Each rank takes an equal share of the configured (global) batch, so results match one process."""
+    n = world_size()
+    if global_batch % n:
+        raise ValueError(f"batch size {global_batch} does not split evenly over {n} processes")
+    return global_batch // n
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

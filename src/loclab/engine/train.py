@@ -249,7 +249,8 @@ def _loader(dataset: Dataset, collate_fn: Callable, cfg: TrainConfig, *, shuffle
     # Datasets hold decoded tensors in memory, so worker processes would only add IPC overhead.
     sampler = distributed.sampler(dataset, shuffle=shuffle, seed=cfg.seed)
     generator = torch.Generator()
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+    return DataLoader(dataset, batch_size=distributed.per_rank_batch(cfg.batch_size), shuffle=shuffle and sampler is None,
+                      sampler=sampler,
                       collate_fn=collate_fn, num_workers=0, generator=generator,
                       # a final batch of one would break BatchNorm in training
                       drop_last=shuffle and len(dataset) > cfg.batch_size)

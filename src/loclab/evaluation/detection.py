@@ -30,7 +30,7 @@ from loclab.analysis.scale import DEFAULT_DISPLAY_THRESHOLD, scale_specialisatio
 from loclab.analysis.sizes import object_size_distribution
 from loclab.data.datasets import DetectionDataset
 from loclab.data.errors import DataError, RecordError
-from loclab.data.formats import field_int, finite_numbers, json_type
+from loclab.data.formats import field_int, finite_numbers, is_finite_number, json_type
 from loclab.data.formats_detection import DetectionSplit, load_detection_annotations
 from loclab.engine.detection import detections_to_records, load_detector, predict_images
 from loclab.engine.precision import resolve_numeric_path
@@ -168,6 +168,8 @@ def _read_json_list(path: Path) -> list[Any]:
         raise DataError(f"{path}: is not UTF-8 text ({err.reason} at byte {err.start}).") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+    except (ValueError, RecursionError) as err:  # an integer of over 4300 digits, arrays nested too deeply
+        raise DataError(f"{path}: malformed JSON: {err}.") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected a list of detections "
                         '{"image_id", "category_id", "bbox", "score"}.')
@@ -191,7 +193,7 @@ def _parse_record(rec: Any, images: set[int], label_of: dict[int, int], xywh: bo
     if box[2] < box[0] or box[3] < box[1]:
         raise RecordError(f"bbox {rec['bbox']!r} ({'xywh' if xywh else 'xyxy'}) has negative width or height")
     score = rec["score"]
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+    if not is_finite_number(score):
         raise RecordError(f"score {score!r} ({json_type(score)}) is not a finite number")
     if "scale" in rec and field_int(rec, "scale") < 0:
         raise RecordError(f"scale {rec['scale']} is negative, expected a head index 0, 1, 2, ...")

@@ -12,7 +12,6 @@ annotation file's keypoint names.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from torch import Tensor
 
 from loclab.config import KeypointConfig, from_dict
 from loclab.data.errors import DataError
-from loclab.data.formats import json_type
+from loclab.data.formats import is_finite_number, json_type
 from loclab.data.formats_keypoints import KeypointSplit, load_keypoint_annotations
 from loclab.engine.keypoints import checkpoint_name, load_keypoint_model, make_dataset, output_type, predict_keypoints
 from loclab.engine.rundir import RunDirError, read_json, write_json
@@ -147,6 +146,8 @@ def _read_json_array(path: Path) -> list[Any]:
         raise DataError(f"{path}: is not UTF-8 text ({err.reason} at byte {err.start}).") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
+    except (ValueError, RecursionError) as err:  # an integer of over 4300 digits, arrays nested too deeply
+        raise DataError(f"{path}: malformed JSON: {err}.") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected an array of "
                         '{"image_id": int, "keypoints": [[x, y], ...]} records.')
@@ -157,7 +158,7 @@ def _point(value: Any) -> list[float] | None:
     """``[x, y]`` as two finite floats, or ``None`` when it is anything else."""
     if not isinstance(value, list) or len(value) != 2:
         return None
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value):
+    if not all(is_finite_number(v) for v in value):
         return None
     return [float(value[0]), float(value[1])]
 

@@ -25,36 +25,45 @@ from loclab.engine.rundir import read_json, write_json
 from loclab.engine.tasks import train_detector_on_root, train_keypoints_on_root
 
 
-def detector_trial(cfg: DetectorConfig, data_root: Path, run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+def detector_trial(cfg: DetectorConfig, data_root: Path, run_dir: Path, *, progress: bool = True,
+                   figures: bool = True) -> dict[str, Any]:
     """Train (resuming if interrupted) and evaluate a detector; returns its metrics."""
     from loclab.evaluation.detection import evaluate_detector_run
     from loclab.report.figures import write_detector_figures
 
     log = train_detector_on_root(cfg, data_root, run_dir, resume=True, progress=progress)
     metrics = evaluate_detector_run(run_dir, progress=progress)
-    write_detector_figures(run_dir)
+    if figures:
+        write_detector_figures(run_dir)
     return {**metrics, "train_time_s": sum(r["train_time_s"] for r in log)}
 
 
-def keypoint_trial(cfg: KeypointConfig, data_root: Path, run_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+def keypoint_trial(cfg: KeypointConfig, data_root: Path, run_dir: Path, *, progress: bool = True,
+                   figures: bool = True) -> dict[str, Any]:
     """Train (resuming if interrupted) and evaluate a keypoint model; returns its metrics."""
     from loclab.evaluation.keypoints import evaluate_keypoint_run
     from loclab.report.figures import write_keypoint_run_figures
 
     log = train_keypoints_on_root(cfg, data_root, run_dir, resume=True, progress=progress)
     metrics = evaluate_keypoint_run(run_dir)
-    write_keypoint_run_figures(run_dir)
+    if figures:
+        write_keypoint_run_figures(run_dir)
     return {**metrics, "val_loss": min(r["val"]["loss_total"] for r in log),
             "train_time_s": sum(r["train_time_s"] for r in log)}
 
 
 def run_trial(task: str, config: dict[str, Any], data_root: str, run_dir: str, threads: int = 0) -> dict[str, Any]:
-    """One ablation trial from plain arguments (picklable: usable from worker processes or a cluster)."""
+    """One ablation trial from plain arguments (picklable: usable from worker processes or a cluster).
+
+    Trials write numbers only; the grid's summary figure compares them.
+    """
     if threads:
         torch.set_num_threads(threads)
     if task == "detector":
-        return detector_trial(from_dict(DetectorConfig, config), Path(data_root), Path(run_dir), progress=False)
-    return keypoint_trial(from_dict(KeypointConfig, config), Path(data_root), Path(run_dir), progress=False)
+        return detector_trial(from_dict(DetectorConfig, config), Path(data_root), Path(run_dir), progress=False,
+                              figures=False)
+    return keypoint_trial(from_dict(KeypointConfig, config), Path(data_root), Path(run_dir), progress=False,
+                          figures=False)
 
 
 def run_grid(task: str, configs: dict[str, Any], data_root: Path, out: Path, workers: int = 1) -> dict[str, dict]:

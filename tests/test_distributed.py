@@ -1,0 +1,35 @@
+"""torchrun + DistributedDataParallel on CPU (gloo): two processes match one."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from loclab.engine.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow
+SCRIPT = Path(__file__).parent / "helpers" / "ddp_toy.py"
+
+
+def _run(args, out):
+    subprocess.run([*args, str(SCRIPT), str(out)], check=True, capture_output=True, timeout=180,
+                   env={"OMP_NUM_THREADS": "1", **__import__("os").environ})
+
+
+def test_two_processes_match_one(tmp_path):
+    _run([sys.executable], tmp_path / "single")
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"], tmp_path / "ddp")
+    single = json.loads((tmp_path / "single" / "training_log.json").read_text())
+    ddp = json.loads((tmp_path / "ddp" / "training_log.json").read_text())
+    for a, b in zip(single, ddp):
+        assert a["train"]["loss_total"] == pytest.approx(b["train"]["loss_total"], rel=1e-5)
+        assert a["val"]["loss_total"] == pytest.approx(b["val"]["loss_total"], rel=1e-5)
+    w_single = load_checkpoint(tmp_path / "single" / "last.pth")["model"]
+    w_ddp = load_checkpoint(tmp_path / "ddp" / "last.pth")["model"]
+    for k in w_single:
+        assert torch.allclose(w_single[k], w_ddp[k], atol=1e-5), k
+    # checkpoints are written once, by rank 0: no stray temp files from a second writer
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best_model.pth", "last.pth", "training_log.json"]

@@ -1,0 +1,64 @@
+"""Tiny end-to-end runs that must memorise a handful of images.
+
+If the matcher, the box encoding, the decoder, NMS, the heatmap convention or the regression scaling
+were wrong, these models could not reach the required scores on the very images they trained on.
+"""
+
+from dataclasses import replace
+
+import pytest
+
+from loclab.config import DetectorConfig, KeypointConfig, OptimConfig, ScheduleConfig, TrainConfig
+from loclab.engine.detection import load_detector, predict_images, train_detector
+from loclab.engine.keypoints import load_keypoint_model, predict_keypoints, train_keypoints
+from loclab.engine.tasks import detection_split, keypoint_split
+from loclab.evaluation.detection import evaluate_detections
+from loclab.metrics.pck import compute_pck
+
+pytestmark = pytest.mark.slow
+
+
+def _first_detection(split, n):
+    vis = split.visible_fraction[:n] if split.visible_fraction is not None else None
+    return replace(split, images=split.images[:n], boxes=split.boxes[:n], labels=split.labels[:n],
+                   annotation_ids=split.annotation_ids[:n], visible_fraction=vis)
+
+
+def _first_keypoints(split, n):
+    return replace(split, images=split.images[:n], keypoints=split.keypoints[:n], visible=split.visible[:n])
+
+
+def _train(epochs, lr, batch):
+    return TrainConfig(epochs=epochs, batch_size=batch, optim=OptimConfig(name="adamw", lr=lr, weight_decay=0.0),
+                       schedule=ScheduleConfig(name="cosine", warmup_epochs=2), precision="fp32", hflip=False,
+                       grad_clip=10.0)
+
+
+def test_detector_overfits_a_handful_of_images(tiny_data_root, tmp_path):
+    split = _first_detection(detection_split(tiny_data_root, "train"), 4)
+    cfg = DetectorConfig(model="loclab", train=_train(epochs=60, lr=3e-3, batch=4))
+    log = train_detector(cfg, split, split, tmp_path, progress=False)
+    assert log[-1]["train"]["loss_total"] < 0.2 * log[0]["train"]["loss_total"]
+    model, cfg = load_detector(tmp_path / "best_model.pth")
+    from loclab.data.datasets import DetectionDataset
+
+    images = DetectionDataset(split, progress=False).images
+    dets = predict_images(model, cfg, images)
+    metrics = evaluate_detections(split, [r.id for r in split.images], dets, [d.scales for d in dets])
+    assert metrics["mAP50"] >= 0.9, metrics["AP50"]
+
+
+@pytest.mark.parametrize("model", ["heatmap", "regression"])
+def test_keypoint_models_overfit_a_handful_of_figures(tiny_data_root, tmp_path, model):
+    split = _first_keypoints(keypoint_split(tiny_data_root, "train"), 8)
+    epochs, lr = (40, 3e-3) if model == "heatmap" else (150, 3e-3)
+    cfg = KeypointConfig(model=model, train=_train(epochs=epochs, lr=lr, batch=8))
+    log = train_keypoints(cfg, split, split, tmp_path, progress=False)
+    assert log[-1]["train"]["loss_total"] < log[0]["train"]["loss_total"]
+    net, cfg = load_keypoint_model(tmp_path / f"{model}_model.pth")
+    from loclab.data.datasets import KeypointDataset
+
+    images = KeypointDataset.from_split(split, "regression", 64, 2.0, progress=False).images
+    pred = predict_keypoints(net, cfg, images)
+    pck = compute_pck(pred, split.keypoints, thresholds=(0.1,))
+    assert pck[0.1] >= 0.9, pck
