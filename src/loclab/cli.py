@@ -38,8 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     td.add_argument("--model", default=None, help="reference | loclab (default: loclab, the best model)")
     tk = tsub.add_parser("keypoints")
     tk.add_argument("--model", default="heatmap", help="heatmap | regression | integral | spatial_regression")
-    tk.add_argument("--loss", choices=["mse", "hand_invariant"], default=None,
-                    help="hand_invariant: do not punish the unknowable left/right hand label")
+    tk.add_argument("--loss", choices=["mse", "spatial_ce"], default=None,
+                    help="heatmap loss: mse (the reports') or spatial_ce (spatial softmax cross-entropy)")
+    tk.add_argument("--hand-invariant", action="store_true",
+                    help="symmetry-aware training: do not punish the unknowable left/right hand label")
     tk.add_argument("--heatmap-size", type=int, choices=[32, 64, 128], default=None)
     tk.add_argument("--sigma", type=float, default=None)
     tk.add_argument("--no-skip", action="store_true", help="HeatmapNet without skip connections")
@@ -130,6 +132,8 @@ def _keypoint_config(args) -> KeypointConfig:
     cfg = KeypointConfig(model=args.model, train=keypoint_recipe(args.recipe))
     if args.loss:
         cfg = apply_override(cfg, f"loss={args.loss}")
+    if args.hand_invariant:
+        cfg = apply_override(cfg, "hand_invariant=true")
     if args.heatmap_size:
         cfg = apply_override(cfg, f"heatmap_size={args.heatmap_size}")
     if args.sigma:

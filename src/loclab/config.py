@@ -80,8 +80,10 @@ class KeypointConfig:
     heatmap_size: int = 64
     sigma: float = 2.0
     skip: bool = True
-    # "mse": the reports' loss; "hand_invariant": the two hands may match in either order (loclab's).
-    loss: Literal["mse", "hand_invariant"] = "mse"
+    # "mse": the reports' loss; "spatial_ce": heatmaps as spatial distributions (heatmap models only).
+    loss: Literal["mse", "spatial_ce"] = "mse"
+    # symmetry-aware training: the two identically drawn hands may match the target in either order
+    hand_invariant: bool = False
     heatmap_snapshot_epochs: tuple[int, ...] = ()  # empty: a spread of epochs chosen from the epoch count
     num_snapshot_images: int = 4
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -211,10 +213,10 @@ def study_preset(name: str) -> StudyConfig:
             preset="quick",
             detector=DetectorConfig(model="loclab", train=_with_epochs(detector_recipe("fast"), 6)),
             heatmap=KeypointConfig(
-                model="heatmap", loss="hand_invariant", train=_with_epochs(keypoint_recipe("fast"), 8)
+                model="heatmap", loss="spatial_ce", hand_invariant=True, train=_with_epochs(keypoint_recipe("fast"), 8)
             ),
             regression=KeypointConfig(
-                model="regression", loss="hand_invariant", train=_with_epochs(keypoint_recipe("fast"), 8)
+                model="regression", hand_invariant=True, train=_with_epochs(keypoint_recipe("fast"), 8)
             ),
             ablation=AblationConfig(detector_epochs=3, keypoint_epochs=3),
         )

@@ -26,17 +26,22 @@ from loclab.losses.keypoints import (
     coordinate_mse_loss,
     hand_invariant_coordinate_mse,
     hand_invariant_heatmap_loss,
+    hand_invariant_spatial_cross_entropy,
     heatmap_mse_loss,
+    spatial_cross_entropy_loss,
 )
 from loclab.models.keypoints import KEYPOINT_MODELS
 from loclab.ops.heatmaps import decode_heatmaps_argmax, decode_heatmaps_subpixel
 
 TASK = "keypoints"
+# (model output type, loss, hand_invariant) -> loss function
 LOSSES = {
-    ("heatmap", "mse"): heatmap_mse_loss,
-    ("heatmap", "hand_invariant"): hand_invariant_heatmap_loss,
-    ("regression", "mse"): coordinate_mse_loss,
-    ("regression", "hand_invariant"): hand_invariant_coordinate_mse,
+    ("heatmap", "mse", False): heatmap_mse_loss,
+    ("heatmap", "mse", True): hand_invariant_heatmap_loss,
+    ("heatmap", "spatial_ce", False): spatial_cross_entropy_loss,
+    ("heatmap", "spatial_ce", True): hand_invariant_spatial_cross_entropy,
+    ("regression", "mse", False): coordinate_mse_loss,
+    ("regression", "mse", True): hand_invariant_coordinate_mse,
 }
 
 
@@ -64,8 +69,22 @@ def make_dataset(split: KeypointSplit, cfg: KeypointConfig, progress: bool = Fal
                                       sigma=cfg.sigma, progress=progress)
 
 
+def loss_function(cfg: KeypointConfig):
+    key = (output_type(cfg), cfg.loss, cfg.hand_invariant)
+    if key not in LOSSES:
+        raise ValueError(f"loss {cfg.loss!r} does not apply to {cfg.model!r} models ({output_type(cfg)} output)")
+    return LOSSES[key]
+
+
+def as_heatmaps(pred: Tensor, cfg: KeypointConfig) -> Tensor:
+    """Model output as heatmaps to decode or show: spatial-CE models output logits of a spatial softmax."""
+    if cfg.loss == "spatial_ce":
+        return torch.softmax(pred.float().flatten(2), dim=-1).view_as(pred)
+    return pred.float()
+
+
 def make_step(cfg: KeypointConfig):
-    loss_fn = LOSSES[(output_type(cfg), cfg.loss)]
+    loss_fn = loss_function(cfg)
 
     def step(model: nn.Module, batch: Any, path: NumericPath) -> dict[str, Tensor]:
         images, target = batch
@@ -89,9 +108,9 @@ class HeatmapSnapshots:
     """Saves ``[num_images, K, H, W]`` predicted heatmaps at chosen epochs into ``heatmap_snapshots.npz``."""
 
     def __init__(self, run_dir: Path, images: Tensor, image_ids: list[int], epochs: tuple[int, ...],
-                 path: NumericPath):
+                 path: NumericPath, cfg: KeypointConfig):
         self.file = run_dir / "heatmap_snapshots.npz"
-        self.images, self.image_ids, self.epochs, self.path = images, image_ids, set(epochs), path
+        self.images, self.image_ids, self.epochs, self.path, self.cfg = images, image_ids, set(epochs), path, cfg
         self.saved: dict[str, np.ndarray] = {}
         if self.file.exists():
             with np.load(self.file) as data:
@@ -104,7 +123,8 @@ class HeatmapSnapshots:
         model.eval()
         heatmaps_fn = getattr(model, "heatmaps", model)
         with self.path.autocast():
-            maps = heatmaps_fn(self.path.images(self.images.float() / 255)).float().cpu().numpy()
+            raw = heatmaps_fn(self.path.images(self.images.float() / 255))
+        maps = as_heatmaps(raw, self.cfg).cpu().numpy()
         self.saved[f"epoch_{epoch:03d}"] = maps.astype(np.float16)
         self.saved["image_ids"] = np.asarray(self.image_ids)
         atomic_write_bytes(self.file, lambda f: np.savez_compressed(f, **self.saved))
@@ -132,7 +152,7 @@ def train_keypoints(
     hook = None
     if output_type(cfg) == "heatmap" or hasattr(model, "heatmaps"):
         n = min(cfg.num_snapshot_images, len(val_set))
-        hook = HeatmapSnapshots(run_dir, val_set.images[:n], val_set.image_ids[:n], snapshot_epochs(cfg), path)
+        hook = HeatmapSnapshots(run_dir, val_set.images[:n], val_set.image_ids[:n], snapshot_epochs(cfg), path, cfg)
     return fit(model, make_step(cfg), train_set, val_set, None, cfg.train, path,
                RunFiles(run_dir, checkpoint_name(cfg)), {"task": TASK, "config": to_dict(cfg)},
                resume=resume, on_epoch_end=hook, progress=progress, desc=cfg.model)
@@ -169,7 +189,7 @@ def predict_keypoints(
         pred = pred.float().cpu()
         if output_type(cfg) == "heatmap":
             decode = decode_heatmaps_subpixel if subpixel else decode_heatmaps_argmax
-            keypoints, _ = decode(pred, cfg.image_size)
+            keypoints, _ = decode(as_heatmaps(pred, cfg), cfg.image_size)
         else:
             keypoints = pred.view(pred.shape[0], -1, 2) * cfg.image_size
         out.append(keypoints)

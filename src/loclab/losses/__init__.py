@@ -8,4 +8,6 @@ from .keypoints import (
     hand_invariant_coordinate_mse,
     hand_invariant_heatmap_loss,
     heatmap_mse_loss,
+    hand_invariant_spatial_cross_entropy,
+    spatial_cross_entropy_loss,
 )
