@@ -41,17 +41,17 @@ class ImageRecord:
     height: int
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """Parse ``path`` as a JSON object; every way that fails raises :class:`DataError` naming the file.
+def read_json_file(path: Path, kind: str = "annotation file") -> Any:
+    """Parse ``path`` as JSON; every way that fails raises :class:`DataError` naming the file.
 
-    Missing file, directory, non-UTF-8 bytes, empty file, malformed JSON (with line and column) and a top
-    level that is not an object are all file-level problems: they raise regardless of ``skip_bad``.
+    Missing file, directory, non-UTF-8 bytes, empty file and malformed JSON (with line and column) are
+    file-level problems: they raise regardless of ``skip_bad``. ``kind`` names the file in messages.
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: annotation file does not exist.")
+        raise DataError(f"{path}: {kind} does not exist.")
     if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected an annotation JSON file.")
+        raise DataError(f"{path}: is a directory, expected a {kind} (JSON).")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
@@ -59,15 +59,28 @@ def read_json_object(path: Path) -> dict[str, Any]:
     except OSError as err:
         raise DataError(f"{path}: cannot be read ({err.strerror}).") from None
     if not text.strip():
-        raise DataError(f"{path}: is empty, expected a JSON object.")
+        raise DataError(f"{path}: is empty, expected JSON.")
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
     except (ValueError, RecursionError) as err:  # an integer of over 4300 digits, arrays nested too deeply
         raise DataError(f"{path}: malformed JSON: {err}.") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """:func:`read_json_file` whose top level must be an object (annotation files)."""
+    data = read_json_file(path)
     if not isinstance(data, dict):
         raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected an object.")
+    return data
+
+
+def read_json_list(path: Path, kind: str, expected: str) -> list[Any]:
+    """:func:`read_json_file` whose top level must be a list (prediction files); ``expected`` describes a record."""
+    data = read_json_file(path, kind)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected a list of {expected}.")
     return data
 
 

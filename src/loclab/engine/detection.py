@@ -17,7 +17,7 @@ from loclab.data.datasets import DetectionDataset, detection_collate, flip_horiz
 from loclab.data.formats import DetectionSplit
 from loclab.engine.checkpoint import load_checkpoint
 from loclab.engine.precision import NumericPath, resolve_numeric_path
-from loclab.engine.rundir import prepare_run_dir, version_info, write_json
+from loclab.engine.rundir import start_run
 from loclab.engine.train import RunFiles, fit
 from loclab.losses.detection import DetectionLoss
 from loclab.models.detector import build_detector, flatten_predictions
@@ -95,16 +95,9 @@ def train_detector(
     meta: dict[str, Any] | None = None,
 ) -> list[dict]:
     """Train a detector into ``run_dir`` (config, version, log, ``best_model.pth``, ``last.pth``)."""
-    run_dir = prepare_run_dir(run_dir)
-    torch.manual_seed(cfg.train.seed)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    path = resolve_numeric_path(cfg.train.precision)
+    run_dir, path = start_run(run_dir, TASK, "detector", cfg, cfg.train, meta)
     setup = AnchorSetup.from_config(cfg)
     model = make_model(cfg)
-    config_record = {"task": TASK, **(meta or {}), "detector": to_dict(cfg)}
-    write_json(run_dir / "config.json", config_record)
-    write_json(run_dir / "version.json", version_info(numeric_path=path.name, seed=cfg.train.seed))
     train_set = DetectionDataset(train_split, progress=progress)
     val_set = DetectionDataset(val_split, progress=progress)
     step = make_step(cfg, make_loss(cfg, setup))

@@ -20,7 +20,7 @@ from loclab.data.datasets import KeypointDataset
 from loclab.data.formats import KeypointSplit
 from loclab.engine.checkpoint import atomic_write_bytes, load_checkpoint
 from loclab.engine.precision import NumericPath, resolve_numeric_path
-from loclab.engine.rundir import prepare_run_dir, version_info, write_json
+from loclab.engine.rundir import start_run
 from loclab.engine.train import RunFiles, fit
 from loclab.losses.keypoints import (
     coordinate_mse_loss,
@@ -141,12 +141,8 @@ def train_keypoints(
     meta: dict[str, Any] | None = None,
 ) -> list[dict]:
     """Train one keypoint model into ``run_dir`` (``<model>_model.pth``, ``last.pth``, log, snapshots)."""
-    run_dir = prepare_run_dir(run_dir)
-    torch.manual_seed(cfg.train.seed)
-    path = resolve_numeric_path(cfg.train.precision)
+    run_dir, path = start_run(run_dir, TASK, "keypoints", cfg, cfg.train, meta)
     model = make_model(cfg)
-    write_json(run_dir / "config.json", {"task": TASK, **(meta or {}), "keypoints": to_dict(cfg)})
-    write_json(run_dir / "version.json", version_info(numeric_path=path.name, seed=cfg.train.seed))
     train_set = make_dataset(train_split, cfg, progress)
     val_set = make_dataset(val_split, cfg, progress)
     hook = None

@@ -25,7 +25,9 @@ from typing import Any
 import torch
 
 import loclab
+from loclab.config import TrainConfig, to_dict
 from loclab.engine.checkpoint import atomic_write_bytes
+from loclab.engine.precision import NumericPath, resolve_numeric_path
 
 
 class RunDirError(RuntimeError):
@@ -94,3 +96,19 @@ def version_info(**extra: Any) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         **extra,
     }
+
+
+def start_run(run_dir: Path, task: str, section: str, cfg: Any, train: TrainConfig,
+              meta: dict[str, Any] | None = None) -> tuple[Path, NumericPath]:
+    """Prepare a training run: writable directory, seeds, threads, numeric path, config.json, version.json.
+
+    Seeds torch before the caller builds its model, so the same config always starts from the same weights.
+    """
+    run_dir = prepare_run_dir(run_dir)
+    torch.manual_seed(train.seed)
+    if train.num_threads:
+        torch.set_num_threads(train.num_threads)
+    path = resolve_numeric_path(train.precision)
+    write_json(run_dir / "config.json", {"task": task, **(meta or {}), section: to_dict(cfg)})
+    write_json(run_dir / "version.json", version_info(numeric_path=path.name, seed=train.seed))
+    return run_dir, path

@@ -13,24 +13,23 @@ from loclab.data.formats_detection import DetectionSplit, load_detection_annotat
 from loclab.data.formats_keypoints import KeypointSplit, load_keypoint_annotations
 
 
+def _split_files(data_root: Path, folder: str, split: str, generator: str) -> tuple[Path, Path]:
+    """``(annotation file, image dir)`` of ``data_root/<folder>/<split>``, or a DataError saying how to make it."""
+    annotations = Path(data_root) / folder / f"{split}_annotations.json"
+    if not annotations.is_file():
+        raise DataError(f"{annotations}: not found. Expected a dataset root with {folder}/{split}_annotations.json "
+                        f"(create one with `loclab generate {generator} --out {data_root}`)")
+    return annotations, annotations.parent / split
+
+
 def detection_split(data_root: Path, split: str, *, skip_bad: bool = False) -> DetectionSplit:
     """``data_root/detection/{split}_annotations.json`` with images in ``data_root/detection/{split}/``."""
-    folder = Path(data_root) / "detection"
-    annotations = folder / f"{split}_annotations.json"
-    if not annotations.is_file():
-        raise DataError(f"{annotations}: not found. Expected a dataset root with detection/{split}_annotations.json "
-                        f"(create one with `loclab generate shapes --out {data_root}`)")
-    return load_detection_annotations(annotations, folder / split, skip_bad=skip_bad)
+    return load_detection_annotations(*_split_files(data_root, "detection", split, "shapes"), skip_bad=skip_bad)
 
 
 def keypoint_split(data_root: Path, split: str, *, skip_bad: bool = False) -> KeypointSplit:
     """``data_root/keypoints/{split}_annotations.json`` with images in ``data_root/keypoints/{split}/``."""
-    folder = Path(data_root) / "keypoints"
-    annotations = folder / f"{split}_annotations.json"
-    if not annotations.is_file():
-        raise DataError(f"{annotations}: not found. Expected a dataset root with keypoints/{split}_annotations.json "
-                        f"(create one with `loclab generate figures --out {data_root}`)")
-    return load_keypoint_annotations(annotations, folder / split, skip_bad=skip_bad)
+    return load_keypoint_annotations(*_split_files(data_root, "keypoints", split, "figures"), skip_bad=skip_bad)
 
 
 def train_detector_on_root(cfg: DetectorConfig, data_root: Path, run_dir: Path, *, recipe: str = "fast",

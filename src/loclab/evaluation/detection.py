@@ -13,7 +13,6 @@ Undefined values (e.g. AP of a class without ground truth) are ``null`` in the J
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -30,7 +29,7 @@ from loclab.analysis.scale import DEFAULT_DISPLAY_THRESHOLD, scale_specialisatio
 from loclab.analysis.sizes import object_size_distribution
 from loclab.data.datasets import DetectionDataset
 from loclab.data.errors import DataError, RecordError
-from loclab.data.formats import field_int, finite_numbers, is_finite_number, json_type
+from loclab.data.formats import field_int, finite_numbers, is_finite_number, json_type, read_json_list
 from loclab.data.formats_detection import DetectionSplit, load_detection_annotations
 from loclab.engine.detection import detections_to_records, load_detector, predict_images
 from loclab.engine.precision import resolve_numeric_path
@@ -159,21 +158,8 @@ def evaluate_detections(
 # --- prediction files --------------------------------------------------------------------------------------------
 
 
-def _read_json_list(path: Path) -> list[Any]:
-    if not path.is_file():
-        raise DataError(f"{path}: predictions file does not exist.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: is not UTF-8 text ({err.reason} at byte {err.start}).") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
-    except (ValueError, RecursionError) as err:  # an integer of over 4300 digits, arrays nested too deeply
-        raise DataError(f"{path}: malformed JSON: {err}.") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected a list of detections "
-                        '{"image_id", "category_id", "bbox", "score"}.')
-    return data
+def _read_predictions(path: Path) -> list[Any]:
+    return read_json_list(path, "predictions file", 'detections {"image_id", "category_id", "bbox", "score"}')
 
 
 def _parse_record(rec: Any, images: set[int], label_of: dict[int, int], xywh: bool, gt: Path) -> tuple:
@@ -246,7 +232,7 @@ def score_detection_files(gt_path: Path | str, pred_path: Path | str, bbox_forma
     """
     split = load_detection_annotations(gt_path, check_images=False)
     pred_path = Path(pred_path)
-    table, scales = predictions_table(_read_json_list(pred_path), split, bbox_format, pred_path)
+    table, scales = predictions_table(_read_predictions(pred_path), split, bbox_format, pred_path)
     metrics = evaluate_detections(split, None, table, scales)
     metrics["object_sizes"] = _json_ready(object_size_distribution(split))
     metrics["source"] = {"gt": str(gt_path), "pred": str(pred_path), "bbox_format": bbox_format,

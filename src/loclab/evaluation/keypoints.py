@@ -11,7 +11,6 @@ annotation file's keypoint names.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from torch import Tensor
 
 from loclab.config import KeypointConfig, from_dict
 from loclab.data.errors import DataError
-from loclab.data.formats import is_finite_number, json_type
+from loclab.data.formats import is_finite_number, json_type, read_json_list
 from loclab.data.formats_keypoints import KeypointSplit, load_keypoint_annotations
 from loclab.engine.keypoints import checkpoint_name, load_keypoint_model, make_dataset, output_type, predict_keypoints
 from loclab.engine.rundir import RunDirError, read_json, write_json
@@ -137,21 +136,7 @@ def keypoint_metrics(
 
 
 def _read_json_array(path: Path) -> list[Any]:
-    """Parse ``path`` as a JSON array; every failure is a :class:`DataError` naming the file."""
-    if not path.is_file():
-        raise DataError(f"{path}: prediction file does not exist.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: is not UTF-8 text ({err.reason} at byte {err.start}).") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from None
-    except (ValueError, RecursionError) as err:  # an integer of over 4300 digits, arrays nested too deeply
-        raise DataError(f"{path}: malformed JSON: {err}.") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected an array of "
-                        '{"image_id": int, "keypoints": [[x, y], ...]} records.')
-    return data
+    return read_json_list(path, "prediction file", '{"image_id": int, "keypoints": [[x, y], ...]} records')
 
 
 def _point(value: Any) -> list[float] | None:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
+
+from loclab.models.init import kaiming_init
 
 
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -43,18 +45,6 @@ class DetectionHead(nn.Module):
         return self.out(self.body(x))
 
 
-def _init_weights(module: nn.Module) -> None:
-    """Kaiming init for convs, BN weight 1 / bias 0 (SPEC §2.1)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 class ReferenceDetector(nn.Module):
     """The course's ``MultiScaleDetector`` (SPEC §2.1), exactly.
 
@@ -70,7 +60,7 @@ class ReferenceDetector(nn.Module):
         self.block3 = conv_bn_relu(128, 256, stride=2)
         self.block4 = conv_bn_relu(256, 512, stride=2)
         self.heads = nn.ModuleList(DetectionHead(c, num_anchors, num_classes) for c in (128, 256, 512))
-        _init_weights(self)
+        kaiming_init(self)
 
     def features(self, images: Tensor) -> list[Tensor]:
         """The three scale feature maps ``[B, 128, 56, 56]``, ``[B, 256, 28, 28]``, ``[B, 512, 14, 14]``."""
@@ -101,7 +91,7 @@ class LoclabDetector(nn.Module):
         self.context = nn.Sequential(conv_bn_relu(320, 320, stride=2), conv_bn_relu(320, 320))  # 7
         self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in (96, 192, 320, 320))
         self.heads = nn.ModuleList(DetectionHead(width, num_anchors, num_classes) for _ in range(3))
-        _init_weights(self)
+        kaiming_init(self)
         # Objectness starts at a 1 % prior so the first steps are not dominated by easy negatives.
         prior = -math.log((1 - 0.01) / 0.01)
         for head in self.heads:

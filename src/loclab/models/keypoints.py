@@ -16,20 +16,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from loclab.models.init import kaiming_init
+
 IMAGE_SIZE = 128
 HEATMAP_SIZES = (32, 64, 128)
-
-
-def _init_weights(module: nn.Module) -> None:
-    """Kaiming-normal (fan_out, ReLU) for every conv, zero conv bias; BatchNorm weight 1, bias 0."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
 
 def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -112,7 +102,7 @@ class HeatmapNet(nn.Module):
             tail.append(_up_block(32, 32))
         self.tail = nn.Sequential(*tail)
         self.head = nn.Conv2d(32 if tail else stage2_channels, num_keypoints, kernel_size=1)
-        _init_weights(self)
+        kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         _, f2, f3, f4 = self.encoder(x)
@@ -150,7 +140,7 @@ class RegressionNet(nn.Module):
             nn.Linear(64, 2 * num_keypoints),
             nn.Sigmoid(),
         )
-        _init_weights(self)
+        kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.pool(self.encoder(x)[-1]))
@@ -185,7 +175,7 @@ class SpatialRegressionNet(nn.Module):
             nn.Linear(256, 2 * num_keypoints),
             nn.Sigmoid(),
         )
-        _init_weights(self)
+        kaiming_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.reduce(self.encoder(x)[-1]))
