@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from loclab import __version__
-from loclab.config import PRESETS, DetectorConfig, KeypointConfig, apply_override, detector_recipe, keypoint_recipe
+from loclab.config import PRESETS, DetectorConfig, KeypointConfig, apply_override, detector_recipe, keypoint_config
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -129,7 +129,7 @@ def _detector_config(args) -> DetectorConfig:
 
 
 def _keypoint_config(args) -> KeypointConfig:
-    cfg = KeypointConfig(model=args.model, train=keypoint_recipe(args.recipe))
+    cfg = keypoint_config(args.model, args.recipe)
     if args.loss:
         cfg = apply_override(cfg, f"loss={args.loss}")
     if args.hand_invariant:

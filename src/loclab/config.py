@@ -185,6 +185,13 @@ def keypoint_recipe(name: str) -> TrainConfig:
     raise ValueError(f"unknown keypoint recipe {name!r}; choose 'fast' or 'paper'")
 
 
+def keypoint_config(model: str, recipe: str) -> KeypointConfig:
+    """A keypoint model's config for a recipe: ``fast`` trains heatmap models with the spatial cross-entropy
+    (plain MSE leaves them near the all-zero map for many epochs); ``paper`` uses the reports' MSE."""
+    loss = "spatial_ce" if recipe == "fast" and model == "heatmap" else "mse"
+    return KeypointConfig(model=model, loss=loss, train=keypoint_recipe(recipe))
+
+
 def _with_epochs(train: TrainConfig, epochs: int) -> TrainConfig:
     return replace(train, epochs=epochs)
 
