@@ -213,7 +213,7 @@ def cmd_run(args) -> None:
     from loclab.study import run_study
 
     report = run_study(args.preset, args.out, data_root=args.data_root, overrides=args.overrides, force=args.force)
-    print(f"report: {report}")
+    print(f"report: {report.with_suffix('.html')} (self-contained)\n        {report}")
 
 
 def cmd_report(args) -> None:

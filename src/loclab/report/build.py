@@ -23,13 +23,17 @@ def _f(x: Any, digits: int = 3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
+STAGE_ORDER = ("data", "detector", "heatmap", "regression", "comparison", "anchor_ablation", "keypoint_ablation")
+
+
 def stage_times(out: Path) -> dict[str, dict[str, Any]]:
-    """``{key: {"title", "status", "wall_time_s"}}`` of every stage marker in ``OUT/stages``."""
+    """``{key: {"title", "status", "wall_time_s"}}`` of every stage marker in ``OUT/stages``, in run order."""
     times = {}
-    for path in sorted((Path(out) / "stages").glob("*.json")):
+    for path in (Path(out) / "stages").glob("*.json"):
         state = json.loads(path.read_text())
         times[state["key"]] = {k: state[k] for k in ("title", "status", "wall_time_s")}
-    return times
+    rank = {k: i for i, k in enumerate(STAGE_ORDER)}
+    return dict(sorted(times.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 class StudyFiles:
@@ -89,9 +93,10 @@ def _detection(doc: Document, s: StudyFiles) -> None:
     if not m:
         doc.add(Paragraph("The detector stage has not finished; no detection results yet."))
         return
-    doc.add(Paragraph(f"Model `{m.get('model', '?')}`, anchors {m.get('anchor_sizes')} on feature maps "
-                      f"{m.get('feature_map_sizes')}. AP convention: {m['ap_convention']}. Detections are kept "
-                      f"down to score {m.get('score_threshold')} so the precision-recall curve is not truncated."))
+    run = m.get("run", {})
+    doc.add(Paragraph(f"Model `{run.get('model', '?')}`, anchors {run.get('anchor_sizes')} on feature maps "
+                      f"{run.get('feature_map_sizes')}. AP convention: {m['ap_convention']}. Detections are kept "
+                      f"down to score {run.get('score_threshold')} so the precision-recall curve is not truncated."))
     doc.add(Heading("Training curves", 3))
     doc.figure(vis / "loss_curves.png", "Train/val loss per component")
     doc.add(Heading("Average precision", 3))
@@ -201,6 +206,13 @@ def _keypoints(doc: Document, s: StudyFiles) -> None:
     doc.add(Table(("keypoint", *(f"{m} PCK@0.1" for m in c["models"])),
                   tuple((k, *(_f(c["models"][m]["per_keypoint"][k]["0.1"]) for m in c["models"])) for k in names),
                   caption="Per-keypoint standard PCK@0.1: the hands carry the label ambiguity"))
+    tr = c.get("translation")
+    if tr:
+        doc.add(Table(("model", "figure moved", "predictions moved (x)", "follow ratio"),
+                      tuple((name, f"{t['shift_px']:.0f} px", f"{t['mean_dx_px']:.2f} px", _f(t["follow_ratio"], 2))
+                            for name, t in tr.items()),
+                      caption="Translation test: every validation image shifted right; a model that sees where the "
+                              "figure is moves its predictions with it"))
     doc.add(Heading("Training", 3))
     for m in ("heatmap", "regression"):
         doc.figure(s.out / "keypoints" / m / "visualizations" / "loss_curve.png", f"{m} model: training curve")
@@ -269,8 +281,11 @@ def build_report(out: Path) -> tuple[Path, Path]:
     _detection(doc, s)
     _keypoints(doc, s)
     _conclusions(doc, s)
-    doc.add(Heading("Files"), Code("\n".join(sorted(str(p.relative_to(out)) for p in out.rglob("*.json")
-                                                     if "stages" not in p.parts))))
+    summaries = sorted(p.relative_to(out) for p in out.rglob("*.json") if "stages" not in p.parts)
+    # ablation trials are full runs of their own; list their folders, not every file in them
+    files = [str(p) for p in summaries if not (p.parts[0] == "ablations" and len(p.parts) > 3)]
+    trials = sorted({str(Path(*p.parts[:3])) + "/" for p in summaries if p.parts[0] == "ablations" and len(p.parts) > 3})
+    doc.add(Heading("Files"), Code("\n".join(files + trials)))
     md, html = out / "report.md", out / "report.html"
     md.write_text(render_markdown(doc, out))
     html.write_text(render_html(doc))

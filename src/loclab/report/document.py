@@ -96,8 +96,9 @@ body { font-family: -apple-system, 'Segoe UI', Roboto, sans-serif; max-width: 11
 h1 { border-bottom: 2px solid #444; padding-bottom: .3em; }
 h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; display: block; max-width: 100%; overflow-x: auto; }
-th, td { border: 1px solid #ccc; padding: .3em .7em; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
+th, td { border: 1px solid #ccc; padding: .3em .7em; text-align: left; vertical-align: top; }
+td { overflow-wrap: anywhere; }
+td.num { text-align: right; white-space: nowrap; }
 th { background: #f3f3f3; }
 figure { margin: 1.2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -116,6 +117,15 @@ def _inline(text: str) -> str:
     return t
 
 
+_NUMBER = re.compile(r"^[-+]?[\d.,]+( ?(%|px|min|s))?( \([-+\d.,]+\))?$|^—$")
+
+
+def _cell(text: str) -> str:
+    """A table cell; numbers are right-aligned so columns of figures line up."""
+    cls = " class='num'" if _NUMBER.match(text.strip()) else ""
+    return f"<td{cls}>{_inline(text)}</td>"
+
+
 def render_html(doc: Document) -> str:
     parts = [f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
              f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -131,7 +141,7 @@ def render_html(doc: Document) -> str:
         elif isinstance(b, Table):
             cap = f"<p class='caption'>{_inline(b.caption)}</p>" if b.caption else ""
             head = "".join(f"<th>{_inline(h)}</th>" for h in b.headers)
-            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+            body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in b.rows)
             parts.append(f"{cap}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(b, Figure):
             data = base64.b64encode(Path(b.path).read_bytes()).decode()

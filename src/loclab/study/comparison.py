@@ -6,9 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from loclab.analysis.failures import failure_analysis
+from loclab.analysis.translation import shift_images, translation_response
+from loclab.data.datasets import decode_images
+from loclab.engine.keypoints import load_keypoint_model, predict_keypoints
 from loclab.evaluation.keypoints import read_keypoint_predictions
 from loclab.engine.rundir import read_json
 from loclab.engine.tasks import keypoint_split
+
+TRANSLATION_SHIFT = 8  # px; the generator keeps every figure at least 10 px from the image border
 
 METRIC_KEYS = ("pck", "pck_swap", "pck_argmax", "pck_swap_argmax", "per_keypoint", "per_keypoint_swap",
                "mean_error_px", "mean_error_px_swap", "decoding", "model")
@@ -23,6 +28,13 @@ def compare_keypoint_runs(heatmap_dir: Path, regression_dir: Path, data_root: Pa
     metrics = {name: read_json(d / "metrics.json") for name, d in runs.items()}
     preds = {name: read_keypoint_predictions(d / "predictions.json", split) for name, d in runs.items()}
     failures = failure_analysis(preds["heatmap"], preds["regression"], gts, image_ids, threshold=threshold)
+    images = decode_images(split.images, "L", progress=False, source=split.annotation_file)
+    moved = shift_images(images, TRANSLATION_SHIFT)
+    translation = {}
+    for name, run in runs.items():
+        model, cfg = load_keypoint_model(run / metrics[name]["checkpoint"])
+        translation[name] = translation_response(predict_keypoints(model, cfg, images),
+                                                 predict_keypoints(model, cfg, moved), TRANSLATION_SHIFT)
     return {
         "split": "val",
         "num_images": len(image_ids),
@@ -30,4 +42,5 @@ def compare_keypoint_runs(heatmap_dir: Path, regression_dir: Path, data_root: Pa
         "ceiling": metrics["heatmap"]["ceiling"],
         "models": {name: {k: m[k] for k in METRIC_KEYS if k in m} for name, m in metrics.items()},
         "failures": failures,
+        "translation": translation,
     }
