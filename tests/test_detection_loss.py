@@ -74,3 +74,16 @@ def test_hard_negative_quota_is_three_per_positive(anchors):
         chosen_min = loss[b][hard[b]].min()
         rest_max = loss[b][neg[b] & ~hard[b]].max()
         assert chosen_min >= rest_max
+
+
+def test_box_no_anchor_can_match_trains_without_nan(anchors):
+    """A 2x2 px box has IoU < min_best_iou with every anchor: no positive at all, still a finite loss."""
+    loss_fn = DetectionLoss(anchors)
+    boxes, labels, valid = torch.tensor([[[100.0, 100, 102, 102]]]), torch.tensor([[0]]), torch.tensor([[True]])
+    _, _, pos, _ = match_batch(anchors, boxes, labels, valid)
+    assert pos.sum() == 0
+    preds = torch.randn(1, anchors.shape[0], 8, requires_grad=True)
+    out = loss_fn(preds, boxes, labels, valid)
+    assert all(math.isfinite(v.item()) for v in out.values())
+    out["loss_total"].backward()
+    assert torch.isfinite(preds.grad).all()
