@@ -53,7 +53,7 @@ def _shapes_batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
     images, boxes, labels = [], [], []
     for _ in range(n):
         img, objects = render_shapes_image(rng)
-        images.append(torch.from_numpy(np.asarray(img)).permute(2, 0, 1))
+        images.append(torch.from_numpy(np.array(img)).permute(2, 0, 1))
         boxes.append(torch.tensor([o[2] for o in objects], dtype=torch.float32))
         labels.append(torch.tensor([o[0] for o in objects]))
     m = max(len(b) for b in boxes)
@@ -142,7 +142,7 @@ def keypoint_speed(paths, model_name: str, batch_size: int, repeats: int) -> lis
     cfg = KeypointConfig(model=model_name)
     rng = np.random.default_rng(0)
     rendered = [render_figure(rng) for _ in range(batch_size)]
-    images = torch.stack([torch.from_numpy(np.asarray(img)) for img, _ in rendered])[:, None].float() / 255
+    images = torch.stack([torch.from_numpy(np.array(img)) for img, _ in rendered])[:, None].float() / 255
     keypoints = torch.tensor([kp for _, kp in rendered], dtype=torch.float32)
     if kp_task.output_type(cfg) == "heatmap":
         target = encode_heatmaps(keypoints, 128, cfg.heatmap_size, cfg.sigma)
