@@ -33,7 +33,7 @@ from loclab.engine.rundir import write_json
 from loclab.engine.tasks import detection_split
 from loclab.ops.anchors import generate_anchors
 
-pytest.importorskip("pycocotools")
+import pycocotools  # noqa: E402,F401  (a test dependency: a missing one must fail, not skip)
 
 
 @pytest.fixture(autouse=True)

@@ -4,15 +4,21 @@ If the matcher, the box encoding, the decoder, NMS, the heatmap convention or th
 were wrong, these models could not reach the required scores on the very images they trained on.
 """
 
+import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 from loclab.config import DetectorConfig, KeypointConfig, OptimConfig, ScheduleConfig, TrainConfig
 from loclab.engine.detection import load_detector, predict_images, train_detector
 from loclab.engine.keypoints import load_keypoint_model, predict_keypoints, train_keypoints
 from loclab.engine.tasks import detection_split, keypoint_split
-from loclab.evaluation.detection import evaluate_detections
+from loclab.bench_ap import pycocotools_ap50
+from loclab.evaluation.detection import detections_table, evaluate_detections, ground_truth_table
+from loclab.metrics.ap import compute_ap
+from loclab.ops.boxes import box_iou
+from loclab.predict import predict_detector_files, predict_keypoint_files
 from loclab.metrics.pck import compute_pck
 
 pytestmark = pytest.mark.slow
@@ -47,6 +53,19 @@ def test_detector_overfits_a_handful_of_images(tiny_data_root, tmp_path):
     metrics = evaluate_detections(split, [r.id for r in split.images], dets, [d.scales for d in dets])
     assert metrics["mAP50"] >= 0.9, metrics["AP50"]
 
+    # loclab's COCO-style AP50 equals pycocotools' on this trained model's output
+    gts = ground_truth_table(split)
+    table, _ = detections_table([r.id for r in split.images], dets)
+    ours = compute_ap(table, gts, max_detections_per_image_class=100)["mAP50_coco"]
+    theirs = pycocotools_ap50(table, gts, repeats=1)[1]
+    assert abs(ours - theirs) < 1e-4, (ours, theirs)
+
+    # `loclab predict` on the original files finds the memorised boxes
+    out = predict_detector_files(tmp_path / "best_model.pth", [split.images[0].path], tmp_path / "pred")
+    found = torch.tensor([d["bbox"] for d in json.loads(out.read_text())["images"][0]["detections"]])
+    assert (tmp_path / "pred" / f"{split.images[0].path.stem}_detections.png").is_file()
+    assert (box_iou(split.boxes[0], found).max(dim=1).values >= 0.5).all()
+
 
 @pytest.mark.parametrize("model, loss, epochs, lr", [
     ("heatmap", "spatial_ce", 60, 5e-3),
@@ -67,3 +86,8 @@ def test_keypoint_models_overfit_a_handful_of_figures(tiny_data_root, tmp_path, 
     pred = predict_keypoints(net, cfg, images)
     pck = compute_pck(pred, split.keypoints, thresholds=(0.1,))
     assert pck[0.1] >= 0.9, pck
+
+    # `loclab predict` on the original files agrees with the in-memory prediction
+    out = predict_keypoint_files(tmp_path / f"{model}_model.pth", [split.images[0].path], tmp_path / "pred")
+    located = torch.tensor(list(json.loads(out.read_text())["images"][0]["keypoints"].values()))
+    assert torch.allclose(located, pred[0].float(), atol=0.02)
