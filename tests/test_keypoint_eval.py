@@ -158,11 +158,15 @@ def test_evaluate_run_writes_metrics_predictions_and_figures(tiny_data_root, tmp
     from loclab.config import KeypointConfig, TrainConfig
     from loclab.engine.tasks import train_keypoints_on_root
 
-    torch.set_num_threads(1)
-    train = replace(TrainConfig(), epochs=1, batch_size=6, precision="fp32")
+    # one thread through the config: the run sets it, and it is restored afterwards
+    previous = torch.get_num_threads()
+    train = replace(TrainConfig(), epochs=1, batch_size=6, precision="fp32", num_threads=1)
     cfg = KeypointConfig(model="heatmap", heatmap_size=32, train=train, num_snapshot_images=2)
     run = tmp_path / "run"
-    train_keypoints_on_root(cfg, tiny_data_root, run, progress=False)
+    try:
+        train_keypoints_on_root(cfg, tiny_data_root, run, progress=False)
+    finally:
+        torch.set_num_threads(previous)
 
     metrics = evaluate_keypoint_run(run)
     from loclab.report.figures import write_keypoint_run_figures
