@@ -7,6 +7,7 @@ described by ``(task config, data root, run directory)`` — see :func:`run_tria
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -76,7 +77,8 @@ def run_grid(task: str, configs: dict[str, Any], data_root: Path, out: Path, wor
             results[name] = run_trial(*args)
         return results
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: a forked child of a process whose OpenMP threads are running can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {name: pool.submit(run_trial, *args, threads) for name, args in jobs.items()}
         return {name: f.result() for name, f in futures.items()}
 
