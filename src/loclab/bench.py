@@ -101,7 +101,7 @@ def detector_speed(paths, batch_size: int, repeats: int, model_name: str) -> tup
     setup = det_task.AnchorSetup.from_config(cfg)
     images, boxes, labels, valid = _shapes_batch(batch_size)
     batch = (images, boxes, labels, valid, torch.arange(batch_size))
-    step = det_task.make_step(cfg, det_task.make_loss(cfg, setup))
+    step = det_task.make_step(cfg, det_task.make_loss(cfg, setup).to(paths["default"].device))
 
     def train(p):
         torch.manual_seed(0)
@@ -122,7 +122,7 @@ def detector_speed(paths, batch_size: int, repeats: int, model_name: str) -> tup
     # matching + loss share of the default-path step
     fast = paths["default"]
     net = fast.prepare(det_task.make_model(cfg)).train()
-    loss_fn = det_task.make_loss(cfg, setup)
+    loss_fn = det_task.make_loss(cfg, setup).to(fast.device)
     with fast.autocast():
         preds = det_task.flatten_predictions(net(fast.images(images)), len(cfg.anchor_sizes[0]), cfg.num_classes)
     preds = preds.detach().float().requires_grad_(True)

@@ -67,7 +67,10 @@ def make_loss(cfg: DetectorConfig, setup: AnchorSetup) -> DetectionLoss:
 
 
 def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss):
-    """The training/validation step: optional flips (training only), forward, fp32 loss."""
+    """The training/validation step: optional flips (training only), forward, fp32 loss.
+
+    ``loss_fn`` must already be on the device the step runs on (its anchors are a buffer).
+    """
     num_anchors = num_anchors_per_cell(cfg)
 
     def step(model: nn.Module, batch: Any, path: NumericPath) -> dict[str, Tensor]:
@@ -77,7 +80,6 @@ def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss):
             images, boxes = flip_horizontal(images, boxes, valid, flip)
         outputs = model(path.images(images))
         preds = flatten_predictions(outputs, num_anchors, cfg.num_classes)
-        loss_fn.to(path.device)
         with torch.autocast(path.device.type, enabled=False):
             return loss_fn(preds.float(), boxes.to(path.device), labels.to(path.device), valid.to(path.device))
 
@@ -100,7 +102,7 @@ def train_detector(
     model = make_model(cfg)
     train_set = DetectionDataset(train_split, progress=progress)
     val_set = DetectionDataset(val_split, progress=progress)
-    step = make_step(cfg, make_loss(cfg, setup))
+    step = make_step(cfg, make_loss(cfg, setup).to(path.device))
     return fit(model, step, train_set, val_set, detection_collate, cfg.train, path, RunFiles(run_dir),
                {"task": TASK, "config": to_dict(cfg)}, resume=resume, progress=progress, desc="detector")
 
