@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--preset", choices=PRESETS, default="quick")
     ab.add_argument("--epochs", type=int, default=None)
     ab.add_argument("--workers", type=int, default=None, help="trials in parallel (default: from the preset)")
+    ab.add_argument("--engine", choices=["local", "ray"], default="local",
+                    help="run trials in local processes, or on Ray Tune (needs loclab[ray]; --workers unused)")
+    ab.add_argument("--ray-address", default=None,
+                    help="Ray cluster to join, e.g. auto (default: start a local Ray instance)")
     _add_set(ab)
 
     run = sub.add_parser("run", help="run the whole study and write the report")

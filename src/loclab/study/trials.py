@@ -67,8 +67,19 @@ def run_trial(task: str, config: dict[str, Any], data_root: str, run_dir: str, t
                           figures=False)
 
 
-def run_grid(task: str, configs: dict[str, Any], data_root: Path, out: Path, workers: int = 1) -> dict[str, dict]:
-    """Run every trial of a grid, ``workers`` at a time; each worker gets an equal share of the cores."""
+def run_grid(task: str, configs: dict[str, Any], data_root: Path, out: Path, workers: int = 1, *,
+             engine: str = "local", ray_address: str | None = None) -> dict[str, dict]:
+    """Run every trial of a grid, ``workers`` at a time; each worker gets an equal share of the cores.
+
+    ``engine="ray"`` runs the trials on Ray Tune instead (``loclab[ray]``; ``workers`` is then unused): see
+    :func:`loclab.study.ray_grid.run_grid_ray`, which joins the cluster at ``ray_address``.
+    """
+    if engine == "ray":
+        from loclab.study.ray_grid import run_grid_ray
+
+        return run_grid_ray(task, configs, data_root, out, address=ray_address)
+    if engine != "local":
+        raise ValueError(f"unknown grid engine {engine!r}; expected 'local' or 'ray'")
     jobs = {name: (task, to_dict(cfg), str(data_root), str(out / name)) for name, cfg in configs.items()}
     if workers <= 1:
         results = {}
@@ -83,21 +94,29 @@ def run_grid(task: str, configs: dict[str, Any], data_root: Path, out: Path, wor
         return {name: f.result() for name, f in futures.items()}
 
 
-def anchor_ablation(base: DetectorConfig, ablation: AblationConfig, data_root: Path, out: Path) -> dict[str, Any]:
-    """Train the detector with each anchor set; write ``anchor_ablation.json`` side by side."""
+def anchor_ablation(base: DetectorConfig, ablation: AblationConfig, data_root: Path, out: Path,
+                    **engine: Any) -> dict[str, Any]:
+    """Train the detector with each anchor set; write ``anchor_ablation.json`` side by side.
+
+    ``engine``: :func:`run_grid`'s ``engine`` / ``ray_address``.
+    """
     configs = anchor_ablation_trials(base, ablation)
-    metrics = run_grid("detector", configs, data_root, out, ablation.workers)
+    metrics = run_grid("detector", configs, data_root, out, ablation.workers, **engine)
     summary = summarise_anchor_ablation(configs, metrics)
     write_json(out / "anchor_ablation.json", summary)
     return summary
 
 
-def keypoint_ablation(base: KeypointConfig, ablation: AblationConfig, data_root: Path, out: Path) -> dict[str, Any]:
-    """Heatmap resolution, sigma and skip grid; writes ``baseline_results.json`` and the ablation plot."""
+def keypoint_ablation(base: KeypointConfig, ablation: AblationConfig, data_root: Path, out: Path,
+                      **engine: Any) -> dict[str, Any]:
+    """Heatmap resolution, sigma and skip grid; writes ``baseline_results.json`` and the ablation plot.
+
+    ``engine``: :func:`run_grid`'s ``engine`` / ``ray_address``.
+    """
     from loclab.report.figures import write_ablation_figures
 
     configs = keypoint_ablation_trials(base, ablation)
-    metrics = run_grid("keypoints", configs, data_root, out, ablation.workers)
+    metrics = run_grid("keypoints", configs, data_root, out, ablation.workers, **engine)
     summary = summarise_keypoint_ablation(base, ablation, metrics)
     write_json(out / "baseline_results.json", summary)
     write_ablation_figures(out)
@@ -116,7 +135,7 @@ def keypoint_comparison(keypoint_dir: Path, data_root: Path, threshold: float) -
 
 
 def ablation_from_cli(args) -> Path:
-    """``loclab ablate anchors|keypoints``: the preset's grid, optionally with other epochs/workers."""
+    """``loclab ablate anchors|keypoints``: the preset's grid, optionally with other epochs/workers/engine."""
     from dataclasses import replace
 
     from loclab.study.run import resolve_study_config
@@ -127,10 +146,11 @@ def ablation_from_cli(args) -> Path:
         ablation = replace(ablation, detector_epochs=args.epochs, keypoint_epochs=args.epochs)
     if args.workers:
         ablation = replace(ablation, workers=args.workers)
+    engine = {"engine": args.engine, "ray_address": args.ray_address}
     if args.what == "anchors":
-        anchor_ablation(cfg.detector, ablation, args.data_root, args.out)
+        anchor_ablation(cfg.detector, ablation, args.data_root, args.out, **engine)
         return args.out / "anchor_ablation.json"
-    keypoint_ablation(cfg.heatmap, ablation, args.data_root, args.out)
+    keypoint_ablation(cfg.heatmap, ablation, args.data_root, args.out, **engine)
     return args.out / "baseline_results.json"
 
 
