@@ -9,10 +9,10 @@ SRC = Path(loclab.__file__).parent
 # rank of each top-level module/package; a module may import only from ranks <= its own
 RANKS = {
     "ops": 0, "metrics": 1, "data": 2, "models": 3, "losses": 4, "config": 4, "engine": 5, "analysis": 6,
-    "evaluation": 7, "viz": 8, "report": 9, "predict": 9, "study": 10, "bench": 10, "bench_ap": 10, "cli": 11,
+    "evaluation": 7, "viz": 8, "report": 9, "predict": 9, "study": 10, "bench": 10, "cli": 11,
     "__init__": 0, "__main__": 12,
 }
-NO_MATPLOTLIB = ("ops", "metrics", "data", "models", "losses", "engine", "analysis", "evaluation")
+NO_MATPLOTLIB = ("ops", "metrics", "data", "models", "losses", "engine", "analysis", "evaluation", "bench")
 
 
 def _imports(path: Path):

@@ -14,7 +14,7 @@ from loclab.config import DetectorConfig, KeypointConfig, OptimConfig, ScheduleC
 from loclab.engine.detection import load_detector, predict_images, train_detector
 from loclab.engine.keypoints import load_keypoint_model, predict_keypoints, train_keypoints
 from loclab.engine.tasks import detection_split, keypoint_split
-from loclab.bench_ap import pycocotools_ap50
+from loclab.bench.ap import pycocotools_ap50
 from loclab.evaluation.detection import detections_table, evaluate_detections, ground_truth_table
 from loclab.metrics.ap import compute_ap
 from loclab.ops.boxes import box_iou

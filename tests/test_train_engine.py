@@ -1,6 +1,7 @@
 """The training loop on a toy task: resume, divergence, checkpoints, schedule."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -107,3 +108,23 @@ def test_warmup_then_cosine_schedule():
     assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
     assert factors[-1] == pytest.approx(cfg.schedule.final_lr_fraction, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_saves_a_plain_checkpoint(tmp_path):
+    def run(compile_: bool):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 1))  # no dropout: same RNG use
+        cfg = replace(_cfg(2), compile=compile_)
+        log = fit(model, _step, _data(), _data(16, seed=1), None, cfg, resolve_numeric_path("fp32"),
+                  RunFiles(tmp_path / str(compile_)), {"task": "toy", "config": {}}, progress=False)
+        return model, log
+
+    eager_model, eager_log = run(False)
+    compiled_model, compiled_log = run(True)
+    for e, c in zip(eager_log, compiled_log):
+        assert c["val"]["loss_total"] == pytest.approx(e["val"]["loss_total"], rel=1e-4)
+    state = load_checkpoint(tmp_path / "True" / "last.pth", task="toy")["model"]
+    assert set(state) == set(eager_model.state_dict())  # no torch.compile wrapper prefix
+    for name, value in compiled_model.state_dict().items():
+        torch.testing.assert_close(value, eager_model.state_dict()[name], rtol=1e-4, atol=1e-5)

@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure speed side by side")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--quick", action="store_true", help="fewer repetitions")
+    bench.add_argument("--no-compile", action="store_true",
+                       help="skip the torch.compile column (it compiles 8 graphs, a few minutes on a small CPU)")
     return parser
 
 
@@ -240,7 +242,7 @@ def cmd_predict(args) -> None:
 def cmd_bench(args) -> None:
     from loclab.bench import run_bench
 
-    run_bench(as_json=args.json, quick=args.quick)
+    run_bench(as_json=args.json, quick=args.quick, with_compile=not args.no_compile)
 
 
 class UsageError(ValueError):

@@ -1,0 +1,211 @@
+"""The workloads ``loclab bench`` times: training steps and inference of every model, on every path.
+
+A *variant* is one way to run the same model on the same batch:
+
+- ``fp32_eager``: what plain PyTorch code does — fp32, eager, the optimiser's default loop;
+- ``default``: loclab's training path — the numeric path of ``precision="auto"`` (bf16 autocast +
+  channels_last on CPUs with BF16, AMP on GPUs) and the fused optimiser of :func:`build_optimizer`;
+- ``compiled``: the default path with the model under ``torch.compile`` (``train.compile=true``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from loclab.bench.timing import step_breakdown, timed
+from loclab.config import DetectorConfig, KeypointConfig, TrainConfig
+from loclab.engine import detection as det_task
+from loclab.engine import keypoints as kp_task
+from loclab.engine.precision import NumericPath, resolve_numeric_path
+from loclab.engine.train import build_optimizer
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    path: NumericPath
+    loclab_optimizer: bool
+    compile: bool = False
+
+
+def variants(with_compile: bool) -> list[Variant]:
+    default = resolve_numeric_path("auto")
+    out = [Variant("fp32_eager", resolve_numeric_path("fp32", default.device), False),
+           Variant("default", default, True)]
+    if with_compile:
+        out.append(Variant("compiled", default, True, compile=True))
+    return out
+
+
+def shapes_batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` real shapes images rendered in memory, with padded targets."""
+    from loclab.data.shapes import render_shapes_image
+
+    rng = np.random.default_rng(0)
+    images, boxes, labels = [], [], []
+    for _ in range(n):
+        img, objects = render_shapes_image(rng)
+        images.append(torch.from_numpy(np.array(img)).permute(2, 0, 1))
+        boxes.append(torch.tensor([o[2] for o in objects], dtype=torch.float32))
+        labels.append(torch.tensor([o[0] for o in objects]))
+    m = max(len(b) for b in boxes)
+    pad_boxes = torch.zeros(n, m, 4)
+    pad_labels = torch.full((n, m), -1)
+    valid = torch.zeros(n, m, dtype=torch.bool)
+    for i, (b, lab) in enumerate(zip(boxes, labels)):
+        pad_boxes[i, : len(b)], pad_labels[i, : len(b)], valid[i, : len(b)] = b, lab, True
+    return torch.stack(images).float() / 255, pad_boxes, pad_labels, valid
+
+
+def train_step(model: nn.Module, step, batch, v: Variant) -> Callable[[], None]:
+    """One optimiser step of ``model`` on ``batch`` (forward, fp32 loss, backward, update)."""
+    model = v.path.prepare(model).train()
+    if v.loclab_optimizer:
+        opt = build_optimizer(model, TrainConfig())
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    forward = torch.compile(model) if v.compile else model
+
+    def run() -> None:
+        with v.path.autocast():
+            loss = step(forward, batch, v.path)["loss_total"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return run
+
+
+def inference(model: nn.Module, images: torch.Tensor, v: Variant) -> Callable[[], None]:
+    model = v.path.prepare(model).eval()
+    forward = torch.compile(model) if v.compile else model
+
+    def run() -> None:
+        with torch.no_grad(), v.path.autocast():
+            forward(v.path.images(images))
+
+    return run
+
+
+def compare(name: str, make: Callable[[Variant], Callable[[], None]], n_images: int, repeats: int,
+            vs: list[Variant]) -> dict[str, Any]:
+    """Images/s of every variant side by side; ``speedup`` and ``compiled_speedup`` are vs fp32 eager.
+
+    A compiled variant's first call (the compilation, served from inductor's on-disk cache when the
+    same graph was compiled before) is timed separately as ``compile_s``.
+    """
+    row: dict[str, Any] = {"name": name}
+    for v in vs:
+        fn = make(v)
+        t0 = time.perf_counter()
+        fn()
+        first = time.perf_counter() - t0
+        row[f"{v.label}_img_s"] = n_images / timed(fn, repeats)
+        if v.compile:
+            row["compile_s"] = first
+    row["speedup"] = row["default_img_s"] / row["fp32_eager_img_s"]
+    if "compiled_img_s" in row:
+        row["compiled_speedup"] = row["compiled_img_s"] / row["fp32_eager_img_s"]
+    return row
+
+
+def detector_speed(vs: list[Variant], batch_size: int, repeats: int, model_name: str,
+                   breakdown: bool = False) -> tuple[list[dict], dict[str, Any]]:
+    """Train and inference rows of one detector; with ``breakdown``, its step FLOPs and where the time goes."""
+    cfg = DetectorConfig(model=model_name)
+    setup = det_task.AnchorSetup.from_config(cfg)
+    images, boxes, labels, valid = shapes_batch(batch_size)
+    batch = (images, boxes, labels, valid, torch.arange(batch_size))
+    device = vs[0].path.device
+    step = det_task.make_step(cfg, det_task.make_loss(cfg, setup).to(device))
+
+    def train(v: Variant) -> Callable[[], None]:
+        torch.manual_seed(0)
+        return train_step(det_task.make_model(cfg), step, batch, v)
+
+    def infer(v: Variant) -> Callable[[], None]:
+        torch.manual_seed(0)
+        return inference(det_task.make_model(cfg), images, v)
+
+    rows = [compare(f"detector[{model_name}] train", train, batch_size, repeats, vs),
+            compare(f"detector[{model_name}] inference", infer, batch_size, repeats, vs)]
+    if not breakdown:
+        return rows, {}
+    by_label = {v.label: v for v in vs}
+    info: dict[str, Any] = {"train_step_flops": train_flops(cfg, step, batch)}
+    for label in ("default", "compiled"):
+        if label in by_label:
+            info[f"breakdown_{label}"] = step_breakdown(train(by_label[label]))
+    info["match_loss_seconds"] = match_loss_seconds(cfg, setup, batch, by_label["default"].path, repeats)
+    return rows, info
+
+
+def train_flops(cfg: DetectorConfig, step, batch) -> int:
+    """FLOPs of one training step (forward + backward), counted by torch's flop counter in fp32."""
+    model = det_task.make_model(cfg).train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(model, batch, resolve_numeric_path("fp32"))["loss_total"].backward()
+    return counter.get_total_flops()
+
+
+def match_loss_seconds(cfg: DetectorConfig, setup, batch, path: NumericPath, repeats: int) -> float:
+    """Median seconds of anchor matching + the loss and its backward, on the default path's predictions."""
+    images, boxes, labels, valid, _ = batch
+    net = path.prepare(det_task.make_model(cfg)).train()
+    loss_fn = det_task.make_loss(cfg, setup).to(path.device)
+    with path.autocast():
+        preds = det_task.flatten_predictions(net(path.images(images)), len(cfg.anchor_sizes[0]), cfg.num_classes)
+    preds = preds.detach().float().requires_grad_(True)
+    boxes, labels, valid = boxes.to(path.device), labels.to(path.device), valid.to(path.device)
+    return timed(lambda: loss_fn(preds, boxes, labels, valid)["loss_total"].backward(), repeats)
+
+
+def keypoint_speed(vs: list[Variant], model_name: str, batch_size: int, repeats: int) -> list[dict]:
+    from loclab.data.figures import render_figure
+    from loclab.ops.heatmaps import encode_heatmaps
+
+    cfg = KeypointConfig(model=model_name)
+    rng = np.random.default_rng(0)
+    rendered = [render_figure(rng) for _ in range(batch_size)]
+    images = torch.stack([torch.from_numpy(np.array(img)) for img, _ in rendered])[:, None].float() / 255
+    keypoints = torch.tensor([kp for _, kp in rendered], dtype=torch.float32)
+    if kp_task.output_type(cfg) == "heatmap":
+        target = encode_heatmaps(keypoints, 128, cfg.heatmap_size, cfg.sigma)
+    else:
+        target = (keypoints / 128).flatten(1)
+    step = kp_task.make_step(cfg)
+
+    def train(v: Variant) -> Callable[[], None]:
+        torch.manual_seed(0)
+        return train_step(kp_task.make_model(cfg), step, (images, target), v)
+
+    def infer(v: Variant) -> Callable[[], None]:
+        torch.manual_seed(0)
+        return inference(kp_task.make_model(cfg), images, v)
+
+    return [compare(f"{model_name} train", train, batch_size, repeats, vs),
+            compare(f"{model_name} inference", infer, batch_size, repeats, vs)]
+
+
+def generation_speed(n: int = 200) -> dict[str, float]:
+    from loclab.data.figures import generate_figures
+    from loclab.data.shapes import generate_shapes
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in (("shapes", generate_shapes), ("figures", generate_figures)):
+            t0 = time.perf_counter()
+            fn(Path(tmp) / name, seed=1, n_train=n, n_val=0, progress=False)
+            out[f"{name}_img_s"] = n / (time.perf_counter() - t0)
+    return out
