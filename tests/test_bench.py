@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from loclab.bench.timing import _category, matmul_peak, step_breakdown
-from loclab.bench.workloads import compare, inference, train_flops, variants
+from loclab.bench.workloads import Workload, inference, measure, train_flops, variants
 from loclab.config import DetectorConfig
 from loclab.engine import detection as det_task
 
@@ -78,10 +78,14 @@ def test_matmul_peak_reports_the_best_size():
     assert rate > 0
 
 
-def test_compare_rows_hold_every_variant_and_their_ratio():
+def test_measure_rows_hold_every_variant_and_their_ratios():
     vs = variants(with_compile=False)
-    assert [v.label for v in vs] == ["fp32_eager", "default"]
+    assert [v.label for v in vs] == ["fp32_eager", "fp32_retained", "default"]
     model = nn.Conv2d(3, 8, 3)
-    row = compare("toy", lambda v: inference(model, torch.rand(2, 3, 16, 16), v), 2, 2, vs)
-    assert row["speedup"] == row["default_img_s"] / row["fp32_eager_img_s"]
-    assert "compiled_img_s" not in row
+    images = torch.rand(2, 3, 16, 16)
+    rows = measure([Workload("toy", lambda v: inference(model, images, v), 2)] * 2, vs, repeats=2)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["speedup"] == row["default_img_s"] / row["fp32_eager_img_s"]
+        assert row["fp32_retained_speedup"] == row["fp32_retained_img_s"] / row["fp32_eager_img_s"]
+        assert "compiled_img_s" not in row

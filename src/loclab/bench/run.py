@@ -10,10 +10,12 @@ import json
 from typing import Any
 
 import torch
+import torch._inductor.config
 
 from loclab.bench.ap import ap_speed
+from loclab.bench.convs import ConvTiming
 from loclab.bench.timing import matmul_peak
-from loclab.bench.workloads import detector_speed, generation_speed, keypoint_speed, variants
+from loclab.bench.workloads import DetectorBench, generation_speed, keypoint_workloads, measure, variants
 from loclab.engine.rundir import machine_description
 
 
@@ -21,11 +23,15 @@ def run_bench(as_json: bool = False, quick: bool = False, with_compile: bool = T
     """Run every measurement and print a table (or JSON); returns the results."""
     repeats = 3 if quick else 6
     vs = variants(with_compile)
-    default = vs[1].path
-    rows, step = detector_speed(vs, 16, repeats, "reference", breakdown=True)
-    rows += detector_speed(vs, 16, repeats, "loclab")[0]
+    default = next(v.path for v in vs if v.label == "default")
+    reference = DetectorBench.build("reference", 16, default.device)
+    workloads = reference.workloads() + DetectorBench.build("loclab", 16, default.device).workloads()
     for name in ("heatmap", "regression"):
-        rows += keypoint_speed(vs, name, 32, repeats)
+        workloads += keypoint_workloads(name, 32)
+    # compile times are measured cold: inductor's on-disk caches would hide them on a second run
+    with torch._inductor.config.patch(force_disable_caches=True):
+        rows = measure(workloads, vs, repeats)
+        step = reference.analyse(vs, repeats)
     low = torch.bfloat16 if default.autocast_dtype is not None else torch.float32
     peak_low, size_low = matmul_peak(low)
     peak_fp32, size_fp32 = matmul_peak(torch.float32)
@@ -48,6 +54,7 @@ def run_bench(as_json: bool = False, quick: bool = False, with_compile: bool = T
         # the convolutions' own FLOP rate: the network's FLOPs are all convolution FLOPs
         "detector_conv_peak_fraction": flops / default_step["convolution"] / peak_low,
         "detector_step_breakdown": {k: v for k, v in step.items() if k.startswith("breakdown_")},
+        "detector_conv_layers": [_conv_row(c) for c in step["conv_timings"]],
         "match_loss_fraction": step["match_loss_seconds"] / step_seconds,
         "eval": ap,
         "eval_speedup_vs_pycocotools": ap["speedup"],
@@ -63,6 +70,15 @@ def run_bench(as_json: bool = False, quick: bool = False, with_compile: bool = T
     return result
 
 
+def _conv_row(c: ConvTiming) -> dict[str, Any]:
+    def rate(seconds: float | None) -> float | None:
+        return None if seconds is None else c.flops / seconds
+
+    return {"layer": c.layer, "shape": c.shape, "gflop": c.total_flops / 1e9, "seconds": c.seconds,
+            "forward_flops": rate(c.forward_s), "input_grad_flops": rate(c.input_grad_s),
+            "weight_grad_flops": rate(c.weight_grad_s)}
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -70,12 +86,13 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def print_table(r: dict[str, Any]) -> None:
     compiled = "compiled_img_s" in r["rows"][0]
     print(f"loclab bench — {r['machine']}, torch {r['torch']}, {r['threads']} threads, default path {r['default_path']}")
-    head = f"{'images/s':34s} {'fp32 eager':>11s} {'default':>9s} {'ratio':>7s}"
-    print(head + (f" {'compiled':>9s} {'ratio':>7s} {'1st call':>8s}" if compiled else ""))
+    head = f"{'images/s':34s} {'fp32 eager':>10s} {'+retained':>10s} {'ratio':>6s} {'default':>8s} {'ratio':>6s}"
+    print(head + (f" {'compiled':>8s} {'ratio':>6s} {'1st call':>8s}" if compiled else ""))
     for row in r["rows"]:
-        line = f"{row['name']:34s} {row['fp32_eager_img_s']:11.1f} {row['default_img_s']:9.1f} {row['speedup']:6.2f}x"
+        line = (f"{row['name']:34s} {row['fp32_eager_img_s']:10.1f} {row['fp32_retained_img_s']:10.1f} "
+                f"{row['fp32_retained_speedup']:5.2f}x {row['default_img_s']:8.1f} {row['speedup']:5.2f}x")
         if compiled:
-            line += f" {row['compiled_img_s']:9.1f} {row['compiled_speedup']:6.2f}x {row['compile_s']:7.0f}s"
+            line += f" {row['compiled_img_s']:8.1f} {row['compiled_speedup']:5.2f}x {row['compile_s']:7.0f}s"
         print(line)
     peak = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s (n={r['matmul_peak_size'][k]})" for k, v in r["matmul_peak_flops"].items())
     print(f"\nmatmul peak, best square size: {peak}")
@@ -87,6 +104,7 @@ def print_table(r: dict[str, Any]) -> None:
         total = parts["step"]
         shares = ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in parts.items() if k != "step")
         print(f"  {label.removeprefix('breakdown_')} step {1e3 * total:.0f} ms (profiled): {shares}")
+    _print_convs(r)
     print(f"matching + loss: {100 * r['match_loss_fraction']:.1f} % of the detector training step")
     e = r["eval"]
     print(f"AP evaluation ({e['num_detections']} detections): loclab {e['loclab_seconds'] * 1e3:.0f} ms, pycocotools "
@@ -94,3 +112,15 @@ def print_table(r: dict[str, Any]) -> None:
           f"{e['pycocotools_ap50']:.6f}")
     g = r["generation"]
     print(f"data generation: shapes {g['shapes_img_s']:.0f} img/s, figures {g['figures_img_s']:.0f} img/s")
+
+
+def _print_convs(r: dict[str, Any]) -> None:
+    peak = r["matmul_peak_flops"][next(iter(r["matmul_peak_flops"]))]
+    rows = r["detector_conv_layers"]
+    print("  each convolution alone, % of the peak (forward / input grad / weight grad), its share of conv time:")
+    total = sum(c["seconds"] for c in rows)
+    for c in rows:
+        rates = " / ".join("—" if v is None else f"{100 * v / peak:3.0f}" for v in
+                           (c["forward_flops"], c["input_grad_flops"], c["weight_grad_flops"]))
+        print(f"    {c['layer']:16s} {c['shape']:26s} {rates:>15s}   {100 * c['seconds'] / total:3.0f} % of time, "
+              f"{100 * c['gflop'] / sum(x['gflop'] for x in rows):3.0f} % of FLOPs")

@@ -2,10 +2,17 @@
 
 A *variant* is one way to run the same model on the same batch:
 
-- ``fp32_eager``: what plain PyTorch code does — fp32, eager, the optimiser's default loop;
+- ``fp32_eager``: what plain PyTorch code does — fp32, eager, the optimiser's default loop, glibc's
+  default allocator policy;
+- ``fp32_retained``: the same, with freed memory retained (:mod:`loclab.engine.memory`), to show
+  how much of the speed-up the allocator alone gives;
 - ``default``: loclab's training path — the numeric path of ``precision="auto"`` (bf16 autocast +
-  channels_last on CPUs with BF16, AMP on GPUs) and the fused optimiser of :func:`build_optimizer`;
+  channels_last on CPUs with BF16, AMP on GPUs), the fused optimiser of :func:`build_optimizer`, and
+  freed memory retained, as :func:`loclab.engine.train.fit` runs;
 - ``compiled``: the default path with the model under ``torch.compile`` (``train.compile=true``).
+
+The allocator policy is process-wide and cannot be fully undone, so :func:`measure` times every
+workload's plain variant first, before any other variant has touched it.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from loclab.bench.convs import conv_timings
 from loclab.bench.timing import step_breakdown, timed
 from loclab.config import DetectorConfig, KeypointConfig, TrainConfig
 from loclab.engine import detection as det_task
 from loclab.engine import keypoints as kp_task
+from loclab.engine.memory import freed_memory_retained
 from loclab.engine.precision import NumericPath, resolve_numeric_path
 from loclab.engine.train import build_optimizer
 
@@ -35,16 +44,52 @@ class Variant:
     label: str
     path: NumericPath
     loclab_optimizer: bool
+    retain_memory: bool
     compile: bool = False
 
 
 def variants(with_compile: bool) -> list[Variant]:
     default = resolve_numeric_path("auto")
-    out = [Variant("fp32_eager", resolve_numeric_path("fp32", default.device), False),
-           Variant("default", default, True)]
+    fp32 = resolve_numeric_path("fp32", default.device)
+    out = [Variant("fp32_eager", fp32, False, False), Variant("fp32_retained", fp32, False, True),
+           Variant("default", default, True, True)]
     if with_compile:
-        out.append(Variant("compiled", default, True, compile=True))
+        out.append(Variant("compiled", default, True, True, compile=True))
     return out
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named timed call: ``make(variant)`` builds the model and returns one step (or forward)."""
+
+    name: str
+    make: Callable[[Variant], Callable[[], None]]
+    n_images: int
+
+
+def measure(workloads: list[Workload], vs: list[Variant], repeats: int) -> list[dict[str, Any]]:
+    """Images/s of every workload on every variant; ``speedup`` (default) and ``compiled_speedup`` vs fp32 eager.
+
+    Variants run one after another over all workloads, plain first. A compiled variant's first call
+    (the compilation; inductor's caches are off in ``loclab bench``) is timed separately as ``compile_s``.
+    """
+    rows: list[dict[str, Any]] = [{"name": w.name} for w in workloads]
+    for v in vs:
+        with freed_memory_retained(v.retain_memory):
+            for w, row in zip(workloads, rows):
+                fn = w.make(v)
+                t0 = time.perf_counter()
+                fn()
+                first = time.perf_counter() - t0
+                row[f"{v.label}_img_s"] = w.n_images / timed(fn, repeats)
+                if v.compile:
+                    row["compile_s"] = first
+    for row in rows:
+        for label in ("fp32_retained", "default", "compiled"):
+            if f"{label}_img_s" in row:
+                key = "speedup" if label == "default" else f"{label}_speedup"
+                row[key] = row[f"{label}_img_s"] / row["fp32_eager_img_s"]
+    return rows
 
 
 def shapes_batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,57 +142,47 @@ def inference(model: nn.Module, images: torch.Tensor, v: Variant) -> Callable[[]
     return run
 
 
-def compare(name: str, make: Callable[[Variant], Callable[[], None]], n_images: int, repeats: int,
-            vs: list[Variant]) -> dict[str, Any]:
-    """Images/s of every variant side by side; ``speedup`` and ``compiled_speedup`` are vs fp32 eager.
+@dataclass
+class DetectorBench:
+    """One detector's batch, step and workloads."""
 
-    A compiled variant's first call (the compilation, served from inductor's on-disk cache when the
-    same graph was compiled before) is timed separately as ``compile_s``.
-    """
-    row: dict[str, Any] = {"name": name}
-    for v in vs:
-        fn = make(v)
-        t0 = time.perf_counter()
-        fn()
-        first = time.perf_counter() - t0
-        row[f"{v.label}_img_s"] = n_images / timed(fn, repeats)
-        if v.compile:
-            row["compile_s"] = first
-    row["speedup"] = row["default_img_s"] / row["fp32_eager_img_s"]
-    if "compiled_img_s" in row:
-        row["compiled_speedup"] = row["compiled_img_s"] / row["fp32_eager_img_s"]
-    return row
+    cfg: DetectorConfig
+    batch: tuple
+    step: Callable
 
+    @classmethod
+    def build(cls, model_name: str, batch_size: int, device: torch.device) -> DetectorBench:
+        cfg = DetectorConfig(model=model_name)
+        setup = det_task.AnchorSetup.from_config(cfg)
+        images, boxes, labels, valid = shapes_batch(batch_size)
+        step = det_task.make_step(cfg, det_task.make_loss(cfg, setup).to(device))
+        return cls(cfg, (images, boxes, labels, valid, torch.arange(batch_size)), step)
 
-def detector_speed(vs: list[Variant], batch_size: int, repeats: int, model_name: str,
-                   breakdown: bool = False) -> tuple[list[dict], dict[str, Any]]:
-    """Train and inference rows of one detector; with ``breakdown``, its step FLOPs and where the time goes."""
-    cfg = DetectorConfig(model=model_name)
-    setup = det_task.AnchorSetup.from_config(cfg)
-    images, boxes, labels, valid = shapes_batch(batch_size)
-    batch = (images, boxes, labels, valid, torch.arange(batch_size))
-    device = vs[0].path.device
-    step = det_task.make_step(cfg, det_task.make_loss(cfg, setup).to(device))
-
-    def train(v: Variant) -> Callable[[], None]:
+    def train(self, v: Variant) -> Callable[[], None]:
         torch.manual_seed(0)
-        return train_step(det_task.make_model(cfg), step, batch, v)
+        return train_step(det_task.make_model(self.cfg), self.step, self.batch, v)
 
-    def infer(v: Variant) -> Callable[[], None]:
+    def infer(self, v: Variant) -> Callable[[], None]:
         torch.manual_seed(0)
-        return inference(det_task.make_model(cfg), images, v)
+        return inference(det_task.make_model(self.cfg), self.batch[0], v)
 
-    rows = [compare(f"detector[{model_name}] train", train, batch_size, repeats, vs),
-            compare(f"detector[{model_name}] inference", infer, batch_size, repeats, vs)]
-    if not breakdown:
-        return rows, {}
-    by_label = {v.label: v for v in vs}
-    info: dict[str, Any] = {"train_step_flops": train_flops(cfg, step, batch)}
-    for label in ("default", "compiled"):
-        if label in by_label:
-            info[f"breakdown_{label}"] = step_breakdown(train(by_label[label]))
-    info["match_loss_seconds"] = match_loss_seconds(cfg, setup, batch, by_label["default"].path, repeats)
-    return rows, info
+    def workloads(self) -> list[Workload]:
+        n, name = len(self.batch[0]), self.cfg.model
+        return [Workload(f"detector[{name}] train", self.train, n),
+                Workload(f"detector[{name}] inference", self.infer, n)]
+
+    def analyse(self, vs: list[Variant], repeats: int) -> dict[str, Any]:
+        """Step FLOPs, where the step's time goes, matching + loss time, and every convolution alone."""
+        by_label = {v.label: v for v in vs}
+        default = by_label["default"]
+        info: dict[str, Any] = {"train_step_flops": train_flops(self.cfg, self.step, self.batch)}
+        with freed_memory_retained():
+            for label in ("default", "compiled"):
+                if label in by_label:
+                    info[f"breakdown_{label}"] = step_breakdown(self.train(by_label[label]))
+            info["match_loss_seconds"] = match_loss_seconds(self.cfg, self.batch, default.path, repeats)
+            info["conv_timings"] = conv_timings(det_task.make_model(self.cfg), self.batch[0], default.path)
+        return info
 
 
 def train_flops(cfg: DetectorConfig, step, batch) -> int:
@@ -159,11 +194,11 @@ def train_flops(cfg: DetectorConfig, step, batch) -> int:
     return counter.get_total_flops()
 
 
-def match_loss_seconds(cfg: DetectorConfig, setup, batch, path: NumericPath, repeats: int) -> float:
+def match_loss_seconds(cfg: DetectorConfig, batch, path: NumericPath, repeats: int) -> float:
     """Median seconds of anchor matching + the loss and its backward, on the default path's predictions."""
     images, boxes, labels, valid, _ = batch
     net = path.prepare(det_task.make_model(cfg)).train()
-    loss_fn = det_task.make_loss(cfg, setup).to(path.device)
+    loss_fn = det_task.make_loss(cfg, det_task.AnchorSetup.from_config(cfg)).to(path.device)
     with path.autocast():
         preds = det_task.flatten_predictions(net(path.images(images)), len(cfg.anchor_sizes[0]), cfg.num_classes)
     preds = preds.detach().float().requires_grad_(True)
@@ -171,7 +206,7 @@ def match_loss_seconds(cfg: DetectorConfig, setup, batch, path: NumericPath, rep
     return timed(lambda: loss_fn(preds, boxes, labels, valid)["loss_total"].backward(), repeats)
 
 
-def keypoint_speed(vs: list[Variant], model_name: str, batch_size: int, repeats: int) -> list[dict]:
+def keypoint_workloads(model_name: str, batch_size: int) -> list[Workload]:
     from loclab.data.figures import render_figure
     from loclab.ops.heatmaps import encode_heatmaps
 
@@ -194,8 +229,7 @@ def keypoint_speed(vs: list[Variant], model_name: str, batch_size: int, repeats:
         torch.manual_seed(0)
         return inference(kp_task.make_model(cfg), images, v)
 
-    return [compare(f"{model_name} train", train, batch_size, repeats, vs),
-            compare(f"{model_name} inference", infer, batch_size, repeats, vs)]
+    return [Workload(f"{model_name} train", train, batch_size), Workload(f"{model_name} inference", infer, batch_size)]
 
 
 def generation_speed(n: int = 200) -> dict[str, float]:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from loclab.config import TrainConfig
 from loclab.engine import distributed
 from loclab.engine.checkpoint import atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from loclab.engine.memory import freed_memory_retained
 from loclab.engine.precision import NumericPath
 
 StepFn = Callable[[nn.Module, Any, NumericPath], dict[str, Tensor]]
@@ -199,57 +200,59 @@ def fit(
         if distributed.is_main() and start_epoch < cfg.epochs:
             tqdm.write(f"{desc}: resuming from {files.last} after epoch {start_epoch}")
 
-    main = distributed.is_main()
-    for epoch in range(start_epoch, cfg.epochs):
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        _set_epoch(train_loader, cfg.seed, epoch)
-        t0 = time.perf_counter()
-        with tqdm(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
-                  disable=not (progress and main), dynamic_ncols=True) as bar:
-            train_losses = _run_epoch(train_model, train_loader, step, path, optimizer=optimizer,
-                                      scheduler=scheduler, scaler=scaler, grad_clip=cfg.grad_clip,
-                                      epoch=epoch, bar=bar)
-        train_time = time.perf_counter() - t0
-        with torch.no_grad():
-            val_losses = _run_epoch(model, val_loader, step, path, epoch=epoch)
-        record = {
-            "epoch": epoch + 1,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train": train_losses,
-            "val": val_losses,
-            "train_time_s": train_time,
-            "epoch_time_s": time.perf_counter() - t0,
-            "images_per_s": len(train_set) / train_time,
-        }
-        log.append(record)
-        improved = val_losses["loss_total"] < best_val
-        best_val = min(best_val, val_losses["loss_total"])
-        if main:
-            if improved:
-                save_checkpoint(files.best, {**checkpoint_meta, "model": model.state_dict(), "epoch": epoch + 1,
-                                             "val_loss": best_val})
-            save_checkpoint(files.last, {
-                **checkpoint_meta,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
+    # freed activations stay in the process: no page faults on every step (see engine.memory)
+    with freed_memory_retained(path.device.type == "cpu"):
+        main = distributed.is_main()
+        for epoch in range(start_epoch, cfg.epochs):
+            torch.manual_seed(cfg.seed * 100_003 + epoch)
+            _set_epoch(train_loader, cfg.seed, epoch)
+            t0 = time.perf_counter()
+            with tqdm(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
+                      disable=not (progress and main), dynamic_ncols=True) as bar:
+                train_losses = _run_epoch(train_model, train_loader, step, path, optimizer=optimizer,
+                                          scheduler=scheduler, scaler=scaler, grad_clip=cfg.grad_clip,
+                                          epoch=epoch, bar=bar)
+            train_time = time.perf_counter() - t0
+            with torch.no_grad():
+                val_losses = _run_epoch(model, val_loader, step, path, epoch=epoch)
+            record = {
                 "epoch": epoch + 1,
-                "best_val": best_val,
-                "log": log,
-                "rng": rng_state(),
-            })
-            _write_log(files.log, log)
-            tqdm.write(
-                f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {train_losses['loss_total']:.4f}  "
-                f"val {val_losses['loss_total']:.4f}{' *' if improved else ''}  "
-                f"lr {record['lr']:.2e}  {train_time:.0f}s ({record['images_per_s']:.1f} img/s)"
-            )
-            sys.stdout.flush()
-        if on_epoch_end is not None and main:
-            on_epoch_end(epoch + 1, model)
-        distributed.barrier()
-    return log
+                "lr": optimizer.param_groups[0]["lr"],
+                "train": train_losses,
+                "val": val_losses,
+                "train_time_s": train_time,
+                "epoch_time_s": time.perf_counter() - t0,
+                "images_per_s": len(train_set) / train_time,
+            }
+            log.append(record)
+            improved = val_losses["loss_total"] < best_val
+            best_val = min(best_val, val_losses["loss_total"])
+            if main:
+                if improved:
+                    save_checkpoint(files.best, {**checkpoint_meta, "model": model.state_dict(), "epoch": epoch + 1,
+                                                 "val_loss": best_val})
+                save_checkpoint(files.last, {
+                    **checkpoint_meta,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
+                    "epoch": epoch + 1,
+                    "best_val": best_val,
+                    "log": log,
+                    "rng": rng_state(),
+                })
+                _write_log(files.log, log)
+                tqdm.write(
+                    f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {train_losses['loss_total']:.4f}  "
+                    f"val {val_losses['loss_total']:.4f}{' *' if improved else ''}  "
+                    f"lr {record['lr']:.2e}  {train_time:.0f}s ({record['images_per_s']:.1f} img/s)"
+                )
+                sys.stdout.flush()
+            if on_epoch_end is not None and main:
+                on_epoch_end(epoch + 1, model)
+            distributed.barrier()
+        return log
 
 
 def _loader(dataset: Dataset, collate_fn: Callable, cfg: TrainConfig, *, shuffle: bool) -> DataLoader:
