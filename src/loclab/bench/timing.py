@@ -35,23 +35,61 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
     return float(np.median(times))
 
 
-def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] | None = None, repeats: int = 5) -> tuple[float, int]:
+def _square_operands(dtype: torch.dtype, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    device = resolve_numeric_path().device
+    return (torch.randn(size, size, device=device).to(dtype), torch.randn(size, size, device=device).to(dtype))
+
+
+def _best_matmul_rate(operands: dict[int, tuple[torch.Tensor, torch.Tensor]], calls: int) -> tuple[float, int]:
+    """The best FLOP/s of any single call (the peak is what the machine can deliver at its best)."""
+    best, best_size = 0.0, 0
+    for size, (a, b) in operands.items():
+        a @ b
+        for _ in range(calls):
+            synchronize()
+            t0 = time.perf_counter()
+            a @ b
+            synchronize()
+            rate = 2 * size**3 / (time.perf_counter() - t0)
+            if rate > best:
+                best, best_size = rate, size
+    return best, best_size
+
+
+def _default_sizes() -> tuple[int, ...]:
+    cuda = resolve_numeric_path().device.type == "cuda"
+    return (1024, 2048, 4096, 8192) if cuda else (1024, 2048, 4096)
+
+
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] | None = None, calls: int = 10) -> tuple[float, int]:
     """The best FLOP/s of square matmuls in ``dtype`` over ``sizes``, and the size that reached it.
 
-    The best over several sizes, not one, so "fraction of peak" is measured against the highest rate
-    this machine actually delivers (on the 2-core test CPU 1024 beats 2048 by about 7 %).
+    The best over several sizes and calls, not one, so "fraction of peak" is measured against the
+    highest rate this machine actually delivers (on the 2-core test CPU 1024 beats 2048 by about 7 %).
     """
-    device = resolve_numeric_path().device
-    if sizes is None:
-        sizes = (1024, 2048, 4096, 8192) if device.type == "cuda" else (1024, 2048, 4096)
-    best, best_size = 0.0, 0
-    for size in sizes:
-        a = torch.randn(size, size, device=device).to(dtype)
-        b = torch.randn(size, size, device=device).to(dtype)
-        rate = 2 * size**3 / timed(lambda a=a, b=b: a @ b, repeats)
-        if rate > best:
-            best, best_size = rate, size
-    return best, best_size
+    operands = {size: _square_operands(dtype, size) for size in sizes or _default_sizes()}
+    return _best_matmul_rate(operands, calls)
+
+
+def peak_fraction(step: Callable[[], None], flops: float, dtype: torch.dtype, rounds: int = 5) -> dict[str, float]:
+    """Achieved FLOP/s of ``step`` as a fraction of the matmul peak, the two timed in alternation.
+
+    A small cloud CPU's clock moves by 10-20 % from minute to minute (the same 1024-square bf16
+    matmul measured 620 to 910 GFLOP/s on the 2-core test machine), so a peak measured at another
+    time than the step would make the fraction drift with it. Each round times two steps and then the
+    peak; the result is the median over rounds of (step FLOP/s / that round's peak).
+    """
+    operands = {size: _square_operands(dtype, size) for size in (1024, 2048)}
+    step()
+    fractions, rates, peaks = [], [], []
+    for _ in range(rounds):
+        rate = flops / timed(step, 2, warmup=0)
+        peak, _ = _best_matmul_rate(operands, 5)
+        fractions.append(rate / peak)
+        rates.append(rate)
+        peaks.append(peak)
+    return {"fraction": float(np.median(fractions)), "achieved_flops": float(np.median(rates)),
+            "peak_flops": float(np.median(peaks))}
 
 
 # Self time of these ops is the convolution arithmetic itself (forward, and both backward gradients).

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from loclab.bench.convs import conv_timings
-from loclab.bench.timing import step_breakdown, timed
+from loclab.bench.timing import peak_fraction, step_breakdown, timed
 from loclab.config import DetectorConfig, KeypointConfig, TrainConfig
 from loclab.engine import detection as det_task
 from loclab.engine import keypoints as kp_task
@@ -175,11 +175,15 @@ class DetectorBench:
         """Step FLOPs, where the step's time goes, matching + loss time, and every convolution alone."""
         by_label = {v.label: v for v in vs}
         default = by_label["default"]
-        info: dict[str, Any] = {"train_step_flops": train_flops(self.cfg, self.step, self.batch)}
+        flops = train_flops(self.cfg, self.step, self.batch)
+        low = default.path.autocast_dtype or torch.float32
+        info: dict[str, Any] = {"train_step_flops": flops, "peak_dtype": low}
         with freed_memory_retained():
             for label in ("default", "compiled"):
                 if label in by_label:
-                    info[f"breakdown_{label}"] = step_breakdown(self.train(by_label[label]))
+                    run = self.train(by_label[label])
+                    info[f"peak_{label}"] = peak_fraction(run, flops, low)
+                    info[f"breakdown_{label}"] = step_breakdown(run)
             info["match_loss_seconds"] = match_loss_seconds(self.cfg, self.batch, default.path, repeats)
             info["conv_timings"] = conv_timings(det_task.make_model(self.cfg), self.batch[0], default.path)
         return info
