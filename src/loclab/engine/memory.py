@@ -2,7 +2,7 @@
 
 glibc's ``malloc`` serves every block above 32 MB (its largest mmap threshold) with a fresh ``mmap``
 and unmaps it on ``free``. A training step allocates and frees hundreds of MB of activations, so each
-step faults in and zeroes that memory again: on the 2-core test CPU about 40 000 page faults per
+step faults in and zeroes that memory again: on the 2-core test CPU 30 000 to 75 000 page faults per
 detector step, 15 % of the bf16 step time and a third of the fp32 one (``loclab bench`` shows both).
 PyTorch's CPU performance guides fix this by preloading jemalloc or tcmalloc; a pip-installed tool
 cannot preload a library, so :func:`freed_memory_retained` sets the same policy from inside the
