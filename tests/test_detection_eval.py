@@ -9,6 +9,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+import pycocotools  # noqa: F401  (a test dependency: a missing one must fail, not skip)
 import pytest
 import torch
 
@@ -21,6 +22,8 @@ from loclab.data.formats_detection import load_detection_annotations
 from loclab.data.shapes import generate_shapes
 from loclab.engine.checkpoint import save_checkpoint
 from loclab.engine.detection import detections_to_records, make_model, predict_images
+from loclab.engine.rundir import write_json
+from loclab.engine.tasks import detection_split
 from loclab.evaluation.detection import (
     evaluate_detections,
     evaluate_detector_run,
@@ -28,12 +31,8 @@ from loclab.evaluation.detection import (
     score_detection_files,
     summary_line,
 )
-from loclab.report.figures import write_detector_figures
-from loclab.engine.rundir import write_json
-from loclab.engine.tasks import detection_split
 from loclab.ops.anchors import generate_anchors
-
-import pycocotools  # noqa: E402,F401  (a test dependency: a missing one must fail, not skip)
+from loclab.report.figures import write_detector_figures
 
 
 @pytest.fixture(autouse=True)

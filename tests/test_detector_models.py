@@ -1,6 +1,12 @@
 import torch
 
-from loclab.models.detector import DETECTOR_MODELS, LoclabDetector, ReferenceDetector, flatten_predictions, receptive_field
+from loclab.models.detector import (
+    DETECTOR_MODELS,
+    LoclabDetector,
+    ReferenceDetector,
+    flatten_predictions,
+    receptive_field,
+)
 from loclab.ops.anchors import generate_anchors
 
 

@@ -10,16 +10,16 @@ from dataclasses import replace
 import pytest
 import torch
 
+from loclab.bench.ap import pycocotools_ap50
 from loclab.config import DetectorConfig, KeypointConfig, OptimConfig, ScheduleConfig, TrainConfig
 from loclab.engine.detection import load_detector, predict_images, train_detector
 from loclab.engine.keypoints import load_keypoint_model, predict_keypoints, train_keypoints
 from loclab.engine.tasks import detection_split, keypoint_split
-from loclab.bench.ap import pycocotools_ap50
 from loclab.evaluation.detection import detections_table, evaluate_detections, ground_truth_table
 from loclab.metrics.ap import compute_ap
+from loclab.metrics.pck import compute_pck
 from loclab.ops.boxes import box_iou
 from loclab.predict import predict_detector_files, predict_keypoint_files
-from loclab.metrics.pck import compute_pck
 
 pytestmark = pytest.mark.slow
 

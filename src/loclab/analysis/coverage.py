@@ -32,7 +32,6 @@ from loclab.data.formats_detection import DetectionSplit
 from loclab.ops.boxes import box_iou
 from loclab.ops.matching import match_batch
 
-
 _CHUNK_IMAGES = 64  # images per batched matcher call: ~25 MB of IoUs for 12k anchors and 5 boxes per image
 
 
@@ -174,7 +173,7 @@ def anchor_coverage(
         "anchor_sizes": anchor_sizes(anchors_per_scale),
         "iou_threshold": float(iou_threshold),
         "matcher": {"pos_threshold": pos_threshold, "neg_threshold": neg_threshold, "min_best_iou": min_best_iou},
-        "num_gt": int(len(best)),
+        "num_gt": len(best),
         "gt_per_bucket": np.bincount(bucket, minlength=len(SIZE_BUCKETS)).tolist(),
         "best_possible_recall": four_ways(covered.astype(np.float64), (best >= iou_threshold).astype(np.float64)),
         "mean_best_iou": four_ways(best_per_scale, best),

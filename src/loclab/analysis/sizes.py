@@ -95,7 +95,7 @@ def size_distribution(boxes: np.ndarray, labels: np.ndarray, class_names: dict[i
         "buckets": list(SIZE_BUCKETS),
         "bucket_edges": list(BUCKET_EDGES),
         "bucket_rule": BUCKET_RULE,
-        "num_objects": int(len(labels)),
+        "num_objects": len(labels),
         "bucket_counts": dict(zip(SIZE_BUCKETS, np.bincount(bucket, minlength=len(SIZE_BUCKETS)).tolist())),
         "per_class": per_class,
     }

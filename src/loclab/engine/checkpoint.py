@@ -60,7 +60,7 @@ def load_checkpoint(path: Path, task: str | None = None) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several types for truncated or foreign files
+    except Exception as err:  # noqa: BLE001 - torch raises several types for truncated or foreign files
         raise CheckpointError(
             f"{path}: cannot read the checkpoint ({type(err).__name__}: {err}). The file is truncated "
             "or not a PyTorch checkpoint; re-run training or point to another file."

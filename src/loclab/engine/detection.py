@@ -37,7 +37,7 @@ class AnchorSetup:
     coder: BoxCoder
 
     @classmethod
-    def from_config(cls, cfg: DetectorConfig) -> "AnchorSetup":
+    def from_config(cls, cfg: DetectorConfig) -> AnchorSetup:
         per_scale = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size)
         num_anchors = len(cfg.anchor_sizes[0])
         return cls(

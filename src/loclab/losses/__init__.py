@@ -7,7 +7,7 @@ from .keypoints import (
     hand_invariant_coordinate_l1,
     hand_invariant_coordinate_mse,
     hand_invariant_heatmap_loss,
-    heatmap_mse_loss,
     hand_invariant_spatial_cross_entropy,
+    heatmap_mse_loss,
     spatial_cross_entropy_loss,
 )

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
 import torch.nn.functional as F
+from torch import Tensor, nn
 
 from loclab.ops.boxes import BoxCoder
 from loclab.ops.matching import match_batch

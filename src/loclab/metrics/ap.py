@@ -24,9 +24,17 @@ import numpy as np
 import torch
 
 __all__ = [
-    "Detections", "GroundTruth", "MatchResult", "match_detections", "keep_top_k_per_image",
-    "keep_top_k_per_image_class", "precision_recall_curve", "ap_voc_allpoint", "ap_voc07_11point",
-    "ap_coco_101point", "compute_ap",
+    "Detections",
+    "GroundTruth",
+    "MatchResult",
+    "ap_coco_101point",
+    "ap_voc07_11point",
+    "ap_voc_allpoint",
+    "compute_ap",
+    "keep_top_k_per_image",
+    "keep_top_k_per_image_class",
+    "match_detections",
+    "precision_recall_curve",
 ]  # fmt: skip
 
 

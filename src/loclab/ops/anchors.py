@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["generate_anchors", "anchor_scale_index"]
+__all__ = ["anchor_scale_index", "generate_anchors"]
 
 
 def generate_anchors(

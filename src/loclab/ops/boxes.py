@@ -13,15 +13,15 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "BoxCoder",
     "box_area",
+    "box_center_size",
     "box_iou",
     "compute_iou",
-    "xywh_to_xyxy",
-    "xyxy_to_xywh",
     "cxcywh_to_xyxy",
+    "xywh_to_xyxy",
     "xyxy_to_cxcywh",
-    "box_center_size",
-    "BoxCoder",
+    "xyxy_to_xywh",
 ]
 
 

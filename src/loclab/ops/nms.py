@@ -12,7 +12,7 @@ from torch import Tensor
 
 from loclab.ops.boxes import box_iou
 
-__all__ = ["nms", "batched_nms"]
+__all__ = ["batched_nms", "nms"]
 
 # Boxes are processed in score-ordered chunks of this size: memory stays O(N * chunk) instead of O(N^2), and the
 # fixed-point iteration inside a chunk needs at most chunk + 1 rounds even for long suppression chains.

@@ -3,4 +3,4 @@
 from loclab.study.run import run_study
 from loclab.study.trials import ablation_from_cli
 
-__all__ = ["run_study", "ablation_from_cli"]
+__all__ = ["ablation_from_cli", "run_study"]

@@ -9,9 +9,9 @@ from loclab.analysis.failures import failure_analysis
 from loclab.analysis.translation import shift_images, translation_response
 from loclab.data.datasets import decode_images
 from loclab.engine.keypoints import load_keypoint_model, predict_keypoints
-from loclab.evaluation.keypoints import read_keypoint_predictions
 from loclab.engine.rundir import read_json
 from loclab.engine.tasks import keypoint_split
+from loclab.evaluation.keypoints import read_keypoint_predictions
 
 TRANSLATION_SHIFT = 8  # px; the generator keeps every figure at least 10 px from the image border
 

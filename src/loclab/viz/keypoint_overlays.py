@@ -12,13 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 from torch import Tensor
 
 from loclab.analysis.failures import FAILURE_TYPES, TYPE_MEANINGS, keypoint_correctness
 from loclab.viz.style import GROUND_TRUTH_COLOUR, PREDICTION_COLOUR, save_figure
-
-import matplotlib.pyplot as plt
 
 Array = Tensor | np.ndarray
 FAILING_COLOUR = "orange"

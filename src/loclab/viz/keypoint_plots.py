@@ -11,13 +11,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from loclab.viz.style import save_figure  # selects the Agg backend before pyplot is imported
-
-import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 
 METHOD_COLOURS = {"heatmap": "tab:blue", "regression": "tab:orange"}
 _FALLBACK_COLOURS = ("tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
