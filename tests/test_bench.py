@@ -7,7 +7,7 @@ that each measurement measures what it says.
 import torch
 from torch import nn
 
-from loclab.bench.timing import _category, matmul_peak, peak_fraction, step_breakdown
+from loclab.bench.timing import _category, matmul_peak, step_and_peak, step_breakdown
 from loclab.bench.workloads import Workload, inference, measure, train_flops, variants
 from loclab.config import DetectorConfig
 from loclab.engine import detection as det_task
@@ -78,12 +78,12 @@ def test_matmul_peak_reports_the_best_size():
     assert rate > 0
 
 
-def test_peak_fraction_pairs_each_step_with_a_peak_measured_beside_it():
+def test_step_and_peak_alternates_step_timings_with_matmuls():
     calls = []
-    out = peak_fraction(lambda: calls.append(1), flops=1e6, dtype=torch.float32, rounds=3)
+    out = step_and_peak(lambda: calls.append(1), flops=1e6, dtype=torch.float32, rounds=3)
     assert len(calls) == 1 + 3 * 2  # one warm-up, then two timed steps per round
-    assert set(out) == {"fraction", "achieved_flops", "peak_flops"}
-    assert out["fraction"] > 0 and out["peak_flops"] > 0
+    assert set(out) == {"achieved_flops", "peak_flops"}
+    assert out["achieved_flops"] > 0 and out["peak_flops"] > 0
 
 
 def test_measure_rows_hold_every_variant_and_their_ratios():

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from loclab.bench.convs import conv_timings
-from loclab.bench.timing import peak_fraction, step_breakdown, timed
+from loclab.bench.timing import step_and_peak, step_breakdown, timed
 from loclab.config import DetectorConfig, KeypointConfig, TrainConfig
 from loclab.engine import detection as det_task
 from loclab.engine import keypoints as kp_task
@@ -182,7 +182,7 @@ class DetectorBench:
             for label in ("default", "compiled"):
                 if label in by_label:
                     run = self.train(by_label[label])
-                    info[f"peak_{label}"] = peak_fraction(run, flops, low)
+                    info[f"rate_{label}"] = step_and_peak(run, flops, low)
                     info[f"breakdown_{label}"] = step_breakdown(run)
             info["match_loss_seconds"] = match_loss_seconds(self.cfg, self.batch, default.path, repeats)
             info["conv_timings"] = conv_timings(det_task.make_model(self.cfg), self.batch[0], default.path)
