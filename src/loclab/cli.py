@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="run trials in local processes, or on Ray Tune (needs loclab[ray]; --workers unused)")
     ab.add_argument("--ray-address", default=None,
                     help="Ray cluster to join, e.g. auto (default: start a local Ray instance)")
+    ab.add_argument("--ray-cpus-per-trial", type=int, default=1, metavar="N",
+                    help="CPUs Ray reserves for each trial, also its torch threads (default 1)")
     _add_set(ab)
 
     run = sub.add_parser("run", help="run the whole study and write the report")

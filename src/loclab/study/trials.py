@@ -68,16 +68,17 @@ def run_trial(task: str, config: dict[str, Any], data_root: str, run_dir: str, t
 
 
 def run_grid(task: str, configs: dict[str, Any], data_root: Path, out: Path, workers: int = 1, *,
-             engine: str = "local", ray_address: str | None = None) -> dict[str, dict]:
+             engine: str = "local", ray_address: str | None = None, ray_cpus_per_trial: int = 1) -> dict[str, dict]:
     """Run every trial of a grid, ``workers`` at a time; each worker gets an equal share of the cores.
 
     ``engine="ray"`` runs the trials on Ray Tune instead (``loclab[ray]``; ``workers`` is then unused): see
-    :func:`loclab.study.ray_grid.run_grid_ray`, which joins the cluster at ``ray_address``.
+    :func:`loclab.study.ray_grid.run_grid_ray`, which joins the cluster at ``ray_address`` and gives each
+    trial ``ray_cpus_per_trial`` CPUs (and as many torch threads).
     """
     if engine == "ray":
         from loclab.study.ray_grid import run_grid_ray
 
-        return run_grid_ray(task, configs, data_root, out, address=ray_address)
+        return run_grid_ray(task, configs, data_root, out, cpus_per_trial=ray_cpus_per_trial, address=ray_address)
     if engine != "local":
         raise ValueError(f"unknown grid engine {engine!r}; expected 'local' or 'ray'")
     jobs = {name: (task, to_dict(cfg), str(data_root), str(out / name)) for name, cfg in configs.items()}
@@ -146,7 +147,7 @@ def ablation_from_cli(args) -> Path:
         ablation = replace(ablation, detector_epochs=args.epochs, keypoint_epochs=args.epochs)
     if args.workers:
         ablation = replace(ablation, workers=args.workers)
-    engine = {"engine": args.engine, "ray_address": args.ray_address}
+    engine = {"engine": args.engine, "ray_address": args.ray_address, "ray_cpus_per_trial": args.ray_cpus_per_trial}
     if args.what == "anchors":
         anchor_ablation(cfg.detector, ablation, args.data_root, args.out, **engine)
         return args.out / "anchor_ablation.json"
