@@ -176,7 +176,18 @@ def _anchor_ablation(doc: Document, s: StudyFiles) -> None:
         rows.append((r["trial"], str(r["anchor_sizes"]), _f(r["mAP50"]), *(_f(r["AP50"][c]) for c in classes),
                      diag, ", ".join(_f(x, 2) for x in bpr.get("per_bucket", [])) or "—"))
     doc.add(Table(("trial", "anchors", "mAP@0.5", *classes, "TPs S1-small/S2-medium/S3-large", "best possible recall"),
-                  tuple(rows), caption=f"Each anchor set trained for {a['epochs']} epochs with the same recipe"))
+                  tuple(rows), caption=f"Each anchor set trained for {a['epochs']} epochs with the same recipe"
+                                       + _reused_note(a, s.out / "ablations" / "anchors", s.out)))
+
+
+def _reused_note(ablation: dict[str, Any], grid: Path, out: Path) -> str:
+    """Which trials are a finished run of the study standing in (same config and data), for a caption."""
+    notes = []
+    for name, run in (ablation.get("reused_runs") or {}).items():
+        path = (grid / run).resolve()
+        shown = path.relative_to(out.resolve()) if path.is_relative_to(out.resolve()) else path
+        notes.append(f"; trial {name} is the run in {shown}/ (identical config and data), not trained twice")
+    return "".join(notes)
 
 
 def _keypoints(doc: Document, s: StudyFiles) -> None:
@@ -230,7 +241,8 @@ def _keypoint_ablation(doc: Document, s: StudyFiles) -> None:
     if not a:
         doc.add(Paragraph("The keypoint ablation has not run."))
         return
-    doc.add(Paragraph(f"Judged by {a['judged_by']}. Each setting trained for {a['epochs']} epochs."))
+    doc.add(Paragraph(f"Judged by {a['judged_by']}. Each setting trained for {a['epochs']} epochs"
+                      f"{_reused_note(a, s.out / 'ablations' / 'keypoints', s.out)}."))
     rows = []
     for factor, data in a["factors"].items():
         for r in data["rows"]:

@@ -10,7 +10,9 @@ Layout of a study directory::
       keypoints/comparison.json        PCK side by side, ambiguity ceiling, failure analysis
       keypoints/visualizations/        PCK curves, method comparison, failure cases
       ablations/anchors/<trial>/, ablations/anchors/anchor_ablation.json
+                                       (a trial identical to the detector run links to it)
       ablations/keypoints/<trial>/, ablations/keypoints/baseline_results.json
+                                       (a trial identical to the heatmap run links to it)
       report.md, report.html
 """
 
@@ -97,11 +99,13 @@ def run_study(preset: str, out: Path, *, data_root: Path | None = None, override
                 "threshold": cfg.failure_threshold},
                lambda: trials.keypoint_comparison(out / "keypoints", data_root, cfg.failure_threshold))
     runner.run("anchor_ablation", "ablation: anchor sets", key(replace(cfg.ablation, heatmap_sizes=(), sigmas=(), skips=())) | {"detector": to_dict(cfg.detector)},
-               lambda: trials.anchor_ablation(cfg.detector, cfg.ablation, data_root, out / "ablations" / "anchors"),
+               lambda: trials.anchor_ablation(cfg.detector, cfg.ablation, data_root, out / "ablations" / "anchors",
+                                             finished=[out / "detector"]),
                outputs=[out / "ablations" / "anchors"])
     runner.run("keypoint_ablation", "ablation: heatmap resolution, sigma, skips",
                key(replace(cfg.ablation, anchor_sets=())) | {"heatmap": to_dict(cfg.heatmap)},
-               lambda: trials.keypoint_ablation(cfg.heatmap, cfg.ablation, data_root, out / "ablations" / "keypoints"),
+               lambda: trials.keypoint_ablation(cfg.heatmap, cfg.ablation, data_root, out / "ablations" / "keypoints",
+                                               finished=[out / "keypoints" / "heatmap"]),
                outputs=[out / "ablations" / "keypoints"])
     # The report is cheap and reads only files, so it is always rebuilt.
     print(f"[{NUM_STAGES}/{NUM_STAGES}] report")

@@ -2,13 +2,17 @@
 
 Ablation trials are independent runs, each in its own directory, so they can run in parallel worker
 processes (``AblationConfig.workers``) or be scheduled by any cluster engine: a trial is fully
-described by ``(task config, data root, run directory)`` — see :func:`run_trial`.
+described by ``(task config, data root, run directory)`` — see :func:`run_trial`. A trial whose config
+and data equal those of a run that already finished (the study's own detector or heatmap run, say) is
+not trained again: the finished run stands in for it (:func:`matching_runs`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,11 +36,11 @@ def detector_trial(cfg: DetectorConfig, data_root: Path, run_dir: Path, *, progr
     from loclab.evaluation.detection import evaluate_detector_run
     from loclab.report.figures import write_detector_figures
 
-    log = train_detector_on_root(cfg, data_root, run_dir, resume=True, progress=progress)
-    metrics = evaluate_detector_run(run_dir, progress=progress)
+    train_detector_on_root(cfg, data_root, run_dir, resume=True, progress=progress)
+    evaluate_detector_run(run_dir, progress=progress)
     if figures:
         write_detector_figures(run_dir)
-    return {**metrics, "train_time_s": sum(r["train_time_s"] for r in log)}
+    return trial_metrics("detector", run_dir)
 
 
 def keypoint_trial(cfg: KeypointConfig, data_root: Path, run_dir: Path, *, progress: bool = True,
@@ -45,12 +49,56 @@ def keypoint_trial(cfg: KeypointConfig, data_root: Path, run_dir: Path, *, progr
     from loclab.evaluation.keypoints import evaluate_keypoint_run
     from loclab.report.figures import write_keypoint_run_figures
 
-    log = train_keypoints_on_root(cfg, data_root, run_dir, resume=True, progress=progress)
-    metrics = evaluate_keypoint_run(run_dir)
+    train_keypoints_on_root(cfg, data_root, run_dir, resume=True, progress=progress)
+    evaluate_keypoint_run(run_dir)
     if figures:
         write_keypoint_run_figures(run_dir)
-    return {**metrics, "val_loss": min(r["val"]["loss_total"] for r in log),
-            "train_time_s": sum(r["train_time_s"] for r in log)}
+    return trial_metrics("keypoints", run_dir)
+
+
+def trial_metrics(task: str, run_dir: Path) -> dict[str, Any]:
+    """What a trial reports, read from its finished run: ``metrics.json`` plus the training time (and, for
+    keypoint runs, the best validation loss) from ``training_log.json``."""
+    log = read_json(Path(run_dir) / "training_log.json")
+    out = {**read_json(Path(run_dir) / "metrics.json"), "train_time_s": sum(r["train_time_s"] for r in log)}
+    if task != "detector":
+        out["val_loss"] = min(r["val"]["loss_total"] for r in log)
+    return out
+
+
+def matching_runs(task: str, configs: Mapping[str, Any], data_root: Path, runs: Iterable[Path]) -> dict[str, Path]:
+    """``{trial: run}`` for each trial whose config equals a finished run's, trained on the same data root.
+
+    A run counts as finished when it has ``metrics.json``; its config and data root are read from its own
+    ``config.json``, so a run of another config or other data never stands in for a trial.
+    """
+    cls, section = (DetectorConfig, "detector") if task == "detector" else (KeypointConfig, "keypoints")
+    found: dict[str, Path] = {}
+    for run in map(Path, runs):
+        if not (run / "metrics.json").is_file() or not (run / "config.json").is_file():
+            continue
+        recorded = read_json(run / "config.json")
+        if section not in recorded or Path(recorded.get("data_root", "")) != Path(data_root).resolve():
+            continue
+        done = from_dict(cls, recorded[section])
+        for name, cfg in configs.items():
+            if cfg == done:
+                found.setdefault(name, run)
+    return found
+
+
+def _usable(reuse: Mapping[str, Path], out: Path) -> dict[str, Path]:
+    """The stand-ins to use: not for a trial whose directory already holds a run of its own."""
+    return {name: run for name, run in reuse.items() if (out / name).is_symlink() or not (out / name).exists()}
+
+
+def _stand_in(trial_dir: Path, run: Path) -> None:
+    """Make ``trial_dir`` show ``run``: a relative symlink, or a copy without checkpoints where links fail."""
+    trial_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        trial_dir.symlink_to(os.path.relpath(run.resolve(), trial_dir.parent.resolve()), target_is_directory=True)
+    except OSError:
+        shutil.copytree(run, trial_dir, ignore=shutil.ignore_patterns("*.pth"))
 
 
 def run_trial(task: str, config: dict[str, Any], data_root: str, run_dir: str, threads: int = 0) -> dict[str, Any]:
@@ -68,19 +116,37 @@ def run_trial(task: str, config: dict[str, Any], data_root: str, run_dir: str, t
 
 
 def run_grid(task: str, configs: dict[str, Any], data_root: Path, out: Path, workers: int = 1, *,
-             engine: str = "local", ray_address: str | None = None, ray_cpus_per_trial: int = 1) -> dict[str, dict]:
+             reuse: Mapping[str, Path] | None = None, engine: str = "local", ray_address: str | None = None,
+             ray_cpus_per_trial: int = 1) -> dict[str, dict]:
     """Run every trial of a grid, ``workers`` at a time; each worker gets an equal share of the cores.
 
+    ``reuse``: ``{trial: finished run}`` (see :func:`matching_runs`); those trials are not trained, their
+    directory ``OUT/<trial>`` links to the run. A trial directory that already holds a run of its own (an
+    interrupted grid) is resumed instead.
     ``engine="ray"`` runs the trials on Ray Tune instead (``loclab[ray]``; ``workers`` is then unused): see
     :func:`loclab.study.ray_grid.run_grid_ray`, which joins the cluster at ``ray_address`` and gives each
     trial ``ray_cpus_per_trial`` CPUs (and as many torch threads).
     """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"unknown grid engine {engine!r}; expected 'local' or 'ray'")
+    done: dict[str, dict] = {}
+    for name, run in _usable(reuse or {}, out).items():
+        trial_dir = out / name
+        if not trial_dir.exists():
+            _stand_in(trial_dir, run)
+        print(f"  trial {name}: the finished run {run} has the same config and data, not trained again", flush=True)
+        done[name] = trial_metrics(task, trial_dir)
+    todo = {name: cfg for name, cfg in configs.items() if name not in done}
+    results = _run_trials(task, todo, data_root, out, workers, engine, ray_address, ray_cpus_per_trial) if todo else {}
+    return {name: {**done, **results}[name] for name in configs}
+
+
+def _run_trials(task: str, configs: dict[str, Any], data_root: Path, out: Path, workers: int, engine: str,
+                ray_address: str | None, ray_cpus_per_trial: int) -> dict[str, dict]:
     if engine == "ray":
         from loclab.study.ray_grid import run_grid_ray
 
         return run_grid_ray(task, configs, data_root, out, cpus_per_trial=ray_cpus_per_trial, address=ray_address)
-    if engine != "local":
-        raise ValueError(f"unknown grid engine {engine!r}; expected 'local' or 'ray'")
     jobs = {name: (task, to_dict(cfg), str(data_root), str(out / name)) for name, cfg in configs.items()}
     if workers <= 1:
         results = {}
@@ -96,32 +162,41 @@ def run_grid(task: str, configs: dict[str, Any], data_root: Path, out: Path, wor
 
 
 def anchor_ablation(base: DetectorConfig, ablation: AblationConfig, data_root: Path, out: Path,
-                    **engine: Any) -> dict[str, Any]:
+                    finished: Iterable[Path] = (), **engine: Any) -> dict[str, Any]:
     """Train the detector with each anchor set; write ``anchor_ablation.json`` side by side.
 
-    ``engine``: :func:`run_grid`'s ``engine`` / ``ray_address``.
+    ``finished``: runs that may stand in for identical trials (:func:`matching_runs`).
+    ``engine``: :func:`run_grid`'s ``engine`` / ``ray_address`` / ``ray_cpus_per_trial``.
     """
     configs = anchor_ablation_trials(base, ablation)
-    metrics = run_grid("detector", configs, data_root, out, ablation.workers, **engine)
-    summary = summarise_anchor_ablation(configs, metrics)
+    reuse = _usable(matching_runs("detector", configs, data_root, finished), out)
+    metrics = run_grid("detector", configs, data_root, out, ablation.workers, reuse=reuse, **engine)
+    summary = summarise_anchor_ablation(configs, metrics) | {"reused_runs": _reused(reuse, out)}
     write_json(out / "anchor_ablation.json", summary)
     return summary
 
 
 def keypoint_ablation(base: KeypointConfig, ablation: AblationConfig, data_root: Path, out: Path,
-                      **engine: Any) -> dict[str, Any]:
+                      finished: Iterable[Path] = (), **engine: Any) -> dict[str, Any]:
     """Heatmap resolution, sigma and skip grid; writes ``baseline_results.json`` and the ablation plot.
 
-    ``engine``: :func:`run_grid`'s ``engine`` / ``ray_address``.
+    ``finished``: runs that may stand in for identical trials (:func:`matching_runs`).
+    ``engine``: :func:`run_grid`'s ``engine`` / ``ray_address`` / ``ray_cpus_per_trial``.
     """
     from loclab.report.figures import write_ablation_figures
 
     configs = keypoint_ablation_trials(base, ablation)
-    metrics = run_grid("keypoints", configs, data_root, out, ablation.workers, **engine)
-    summary = summarise_keypoint_ablation(base, ablation, metrics)
+    reuse = _usable(matching_runs("keypoints", configs, data_root, finished), out)
+    metrics = run_grid("keypoints", configs, data_root, out, ablation.workers, reuse=reuse, **engine)
+    summary = summarise_keypoint_ablation(base, ablation, metrics) | {"reused_runs": _reused(reuse, out)}
     write_json(out / "baseline_results.json", summary)
     write_ablation_figures(out)
     return summary
+
+
+def _reused(reuse: Mapping[str, Path], out: Path) -> dict[str, str]:
+    """``{trial: run}`` for the summary, each run relative to the grid's directory where it can be."""
+    return {name: os.path.relpath(Path(run).resolve(), Path(out).resolve()) for name, run in reuse.items()}
 
 
 def keypoint_comparison(keypoint_dir: Path, data_root: Path, threshold: float) -> dict[str, Any]:
