@@ -47,6 +47,7 @@ def test_ops_are_grouped_by_kind():
     assert _category("aten::convolution_backward") == "convolution"
     assert _category("aten::native_batch_norm_backward") == "batchnorm_relu"
     assert _category("aten::threshold_backward") == "batchnorm_relu"
+    assert _category("loclab_bn_relu::backward") == "batchnorm_relu"
     assert _category("aten::sort") == "other"
     assert _category("autograd::engine::evaluate_function: ConvolutionBackward0") == "other"
 
@@ -88,7 +89,7 @@ def test_step_and_peak_alternates_step_timings_with_matmuls():
 
 def test_measure_rows_hold_every_variant_and_their_ratios():
     vs = variants(with_compile=False)
-    assert [v.label for v in vs] == ["fp32_eager", "fp32_retained", "default"]
+    assert [v.label for v in vs] == ["fp32_eager", "fp32_retained", "unfused", "default"]
     model = nn.Conv2d(3, 8, 3)
     images = torch.rand(2, 3, 16, 16)
     rows = measure([Workload("toy", lambda v: inference(model, images, v), 2)] * 2, vs, repeats=2)

@@ -36,7 +36,8 @@ def run_bench(as_json: bool = False, quick: bool = False, with_compile: bool = T
     peak_low, size_low = matmul_peak(low)
     peak_fp32, size_fp32 = matmul_peak(torch.float32)
     # the peak: the best matmul rate this run saw, standalone or between the step's timings
-    peak = max(peak_low, *(step[f"rate_{k}"]["peak_flops"] for k in ("default", "compiled") if f"rate_{k}" in step))
+    peak = max(peak_low, *(step[f"rate_{k}"]["peak_flops"] for k in ("unfused", "default", "compiled")
+                           if f"rate_{k}" in step))
     flops = step["train_step_flops"]
     default_step = step["breakdown_default"]
     step_seconds = 16 / rows[0]["default_img_s"]
@@ -52,6 +53,7 @@ def run_bench(as_json: bool = False, quick: bool = False, with_compile: bool = T
         # achieved FLOP/s (timed in alternation with matmuls, see step_and_peak) over the best matmul rate seen
         "detector_train_achieved_flops": step["rate_default"]["achieved_flops"],
         "detector_train_peak_fraction": step["rate_default"]["achieved_flops"] / peak,
+        "detector_train_peak_fraction_unfused": step["rate_unfused"]["achieved_flops"] / peak,
         "peak_flops": peak,
         "matmul_peak_flops": {_dtype_name(low): peak_low, "float32": peak_fp32},
         "matmul_peak_size": {_dtype_name(low): size_low, "float32": size_fp32},
@@ -90,11 +92,13 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def print_table(r: dict[str, Any]) -> None:
     compiled = "compiled_img_s" in r["rows"][0]
     print(f"loclab bench — {r['machine']}, torch {r['torch']}, {r['threads']} threads, default path {r['default_path']}")
-    head = f"{'images/s':34s} {'fp32 eager':>10s} {'+retained':>10s} {'ratio':>6s} {'default':>8s} {'ratio':>6s}"
+    head = (f"{'images/s':34s} {'fp32 eager':>10s} {'+retained':>10s} {'ratio':>6s} {'unfused':>8s} {'ratio':>6s} "
+            f"{'default':>8s} {'ratio':>6s}")
     print(head + (f" {'compiled':>8s} {'ratio':>6s} {'1st call':>8s}" if compiled else ""))
     for row in r["rows"]:
         line = (f"{row['name']:34s} {row['fp32_eager_img_s']:10.1f} {row['fp32_retained_img_s']:10.1f} "
-                f"{row['fp32_retained_speedup']:5.2f}x {row['default_img_s']:8.1f} {row['speedup']:5.2f}x")
+                f"{row['fp32_retained_speedup']:5.2f}x {row['unfused_img_s']:8.1f} {row['unfused_speedup']:5.2f}x "
+                f"{row['default_img_s']:8.1f} {row['speedup']:5.2f}x")
         if compiled:
             line += f" {row['compiled_img_s']:8.1f} {row['compiled_speedup']:5.2f}x {row['compile_s']:7.0f}s"
         print(line)
@@ -102,7 +106,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"\nmatmul, best square size standalone: {peak}; best seen in the run: {r['peak_flops'] / 1e9:.0f} GFLOP/s")
     print(f"detector[reference] train step: {r['detector_train_flops_per_step'] / 1e9:.1f} GFLOP, "
           f"{r['detector_train_achieved_flops'] / 1e9:.0f} GFLOP/s = {100 * r['detector_train_peak_fraction']:.0f} % "
-          f"of the peak"
+          f"of the peak; unfused BatchNorm+ReLU {100 * r['detector_train_peak_fraction_unfused']:.0f} %"
           + (f"; compiled {100 * r['detector_train_peak_fraction_compiled']:.0f} %" if compiled else ""))
     print(f"  its convolutions alone run at {100 * r['detector_conv_peak_fraction']:.0f} % of the peak")
     for label, parts in r["detector_step_breakdown"].items():

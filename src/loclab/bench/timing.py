@@ -94,6 +94,8 @@ _NORM_ACT_OPS = ("batch_norm", "threshold", "relu", "clamp_min")
 
 
 def _category(name: str) -> str:
+    if name.startswith("loclab_bn_relu::"):  # loclab's fused BatchNorm+ReLU kernel (loclab.ops.bn_relu)
+        return "batchnorm_relu"
     if not name.startswith("aten::"):
         return "other"
     if any(k in name for k in _CONV_OPS):

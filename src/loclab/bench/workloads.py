@@ -6,13 +6,16 @@ A *variant* is one way to run the same model on the same batch:
   default allocator policy;
 - ``fp32_retained``: the same, with freed memory retained (:mod:`loclab.engine.memory`), to show
   how much of the speed-up the allocator alone gives;
+- ``unfused``: loclab's default path below, but with PyTorch's own BatchNorm and ReLU instead of
+  loclab's fused kernel (:mod:`loclab.ops.bn_relu`), to show what the kernel gives;
 - ``default``: loclab's training path — the numeric path of ``precision="auto"`` (bf16 autocast +
-  channels_last on CPUs with BF16, AMP on GPUs), the fused optimiser of :func:`build_optimizer`, and
-  freed memory retained, as :func:`loclab.engine.train.fit` runs;
+  channels_last on CPUs with BF16, AMP on GPUs), the fused BatchNorm+ReLU kernel on CPUs, the fused
+  optimiser of :func:`build_optimizer`, and freed memory retained, as :func:`loclab.engine.train.fit` runs;
 - ``compiled``: the default path with the model under ``torch.compile`` (``train.compile=true``).
 
 The allocator policy is process-wide and cannot be fully undone, so :func:`measure` times every
-workload's plain variant first, before any other variant has touched it.
+workload's plain variant first, before any other variant has touched it; the other variants are
+timed interleaved.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from loclab.engine import keypoints as kp_task
 from loclab.engine.memory import freed_memory_retained
 from loclab.engine.precision import NumericPath, resolve_numeric_path
 from loclab.engine.train import build_optimizer
+from loclab.ops.bn_relu import fused_bn_relu
 
 
 @dataclass(frozen=True)
@@ -46,13 +50,14 @@ class Variant:
     loclab_optimizer: bool
     retain_memory: bool
     compile: bool = False
+    fused_bn: bool = True
 
 
 def variants(with_compile: bool) -> list[Variant]:
     default = resolve_numeric_path("auto")
     fp32 = resolve_numeric_path("fp32", default.device)
     out = [Variant("fp32_eager", fp32, False, False), Variant("fp32_retained", fp32, False, True),
-           Variant("default", default, True, True)]
+           Variant("unfused", default, True, True, fused_bn=False), Variant("default", default, True, True)]
     if with_compile:
         out.append(Variant("compiled", default, True, True, compile=True))
     return out
@@ -68,27 +73,42 @@ class Workload:
 
 
 def measure(workloads: list[Workload], vs: list[Variant], repeats: int) -> list[dict[str, Any]]:
-    """Images/s of every workload on every variant; ``speedup`` (default) and ``compiled_speedup`` vs fp32 eager.
+    """Images/s of every workload on every variant; ``<label>_speedup`` vs fp32 eager (``speedup`` for default).
 
-    Variants run one after another over all workloads, plain first. A compiled variant's first call
-    (the compilation; inductor's caches are off in ``loclab bench``) is timed separately as ``compile_s``.
+    The plain variants (glibc's allocator policy) run first, over all workloads. The others then run
+    workload by workload, interleaved call by call (A, B, C, A, B, C, ...) so that the machine's drift
+    over a run cannot favour one of them; each gets the median of its ``repeats`` calls. A compiled
+    variant's first call (the compilation; inductor's caches are off in ``loclab bench``) is timed
+    separately as ``compile_s``.
     """
     rows: list[dict[str, Any]] = [{"name": w.name} for w in workloads]
-    for v in vs:
-        with freed_memory_retained(v.retain_memory):
-            for w, row in zip(workloads, rows):
-                fn = w.make(v)
-                t0 = time.perf_counter()
-                fn()
-                first = time.perf_counter() - t0
-                row[f"{v.label}_img_s"] = w.n_images / timed(fn, repeats)
-                if v.compile:
-                    row["compile_s"] = first
+    plain = [v for v in vs if not v.retain_memory]
+    retained = [v for v in vs if v.retain_memory]
+    for v in plain:
+        for w, row in zip(workloads, rows):
+            row[f"{v.label}_img_s"] = w.n_images / timed(w.make(v), repeats)
+    with freed_memory_retained():
+        for w, row in zip(workloads, rows):
+            calls = {}
+            for v in retained:
+                with fused_bn_relu(v.fused_bn):
+                    calls[v.label] = fn = w.make(v)
+                    t0 = time.perf_counter()
+                    fn()
+                    if v.compile:
+                        row["compile_s"] = time.perf_counter() - t0
+                    fn()  # warm-up
+            times: dict[str, list[float]] = {v.label: [] for v in retained}
+            for _ in range(repeats):
+                for v in retained:
+                    with fused_bn_relu(v.fused_bn):
+                        times[v.label].append(timed(calls[v.label], 1, warmup=0))
+            for label, ts in times.items():
+                row[f"{label}_img_s"] = w.n_images / float(np.median(ts))
     for row in rows:
-        for label in ("fp32_retained", "default", "compiled"):
-            if f"{label}_img_s" in row:
-                key = "speedup" if label == "default" else f"{label}_speedup"
-                row[key] = row[f"{label}_img_s"] / row["fp32_eager_img_s"]
+        for v in vs[1:]:
+            key = "speedup" if v.label == "default" else f"{v.label}_speedup"
+            row[key] = row[f"{v.label}_img_s"] / row[f"{vs[0].label}_img_s"]
     return rows
 
 
@@ -179,11 +199,12 @@ class DetectorBench:
         low = default.path.autocast_dtype or torch.float32
         info: dict[str, Any] = {"train_step_flops": flops, "peak_dtype": low}
         with freed_memory_retained():
-            for label in ("default", "compiled"):
+            for label in ("unfused", "default", "compiled"):
                 if label in by_label:
-                    run = self.train(by_label[label])
-                    info[f"rate_{label}"] = step_and_peak(run, flops, low)
-                    info[f"breakdown_{label}"] = step_breakdown(run)
+                    with fused_bn_relu(by_label[label].fused_bn):
+                        run = self.train(by_label[label])
+                        info[f"rate_{label}"] = step_and_peak(run, flops, low)
+                        info[f"breakdown_{label}"] = step_breakdown(run)
             info["match_loss_seconds"] = match_loss_seconds(self.cfg, self.batch, default.path, repeats)
             info["conv_timings"] = conv_timings(det_task.make_model(self.cfg), self.batch[0], default.path)
         return info

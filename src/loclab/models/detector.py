@@ -21,16 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from loclab.models.blocks import ConvBNReLU
 from loclab.models.init import kaiming_init
 
 
-def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> ConvBNReLU:
     """3x3 conv (padding 1, no bias) → BatchNorm → ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+    return ConvBNReLU(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), c_out)
 
 
 class DetectionHead(nn.Module):

@@ -16,33 +16,26 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from loclab.models.blocks import ConvBNReLU
 from loclab.models.init import kaiming_init
 
 IMAGE_SIZE = 128
 HEATMAP_SIZES = (32, 64, 128)
 
 
-def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
+def _conv_block(in_ch: int, out_ch: int) -> ConvBNReLU:
     """``conv3x3 (padding 1) -> BN -> ReLU -> maxpool 2``: the conv keeps H and W, the pool halves them."""
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, bias=False),  # BN follows, a bias would be redundant
-        nn.BatchNorm2d(out_ch),
-        nn.ReLU(inplace=True),
-        nn.MaxPool2d(2),
-    )
+    # BN follows the conv, so a conv bias would be redundant
+    return ConvBNReLU(nn.Conv2d(in_ch, out_ch, kernel_size=3, padding=1, bias=False), out_ch, nn.MaxPool2d(2))
 
 
-def _up_block(in_ch: int, out_ch: int) -> nn.Sequential:
+def _up_block(in_ch: int, out_ch: int) -> ConvBNReLU:
     """``ConvTranspose(k=4, s=2, p=1) -> BN -> ReLU``: exactly doubles H and W (``(n-1)*2 - 2 + 4 = 2n``).
 
     Kernel 4 with stride 2 covers every output pixel with the same number of taps, which avoids the
     checkerboard pattern of a kernel-3/stride-2 transpose and needs no ``output_padding``.
     """
-    return nn.Sequential(
-        nn.ConvTranspose2d(in_ch, out_ch, kernel_size=4, stride=2, padding=1, bias=False),
-        nn.BatchNorm2d(out_ch),
-        nn.ReLU(inplace=True),
-    )
+    return ConvBNReLU(nn.ConvTranspose2d(in_ch, out_ch, kernel_size=4, stride=2, padding=1, bias=False), out_ch)
 
 
 class KeypointEncoder(nn.Module):
@@ -161,11 +154,7 @@ class SpatialRegressionNet(nn.Module):
         super().__init__()
         self.num_keypoints = num_keypoints
         self.encoder = KeypointEncoder()
-        self.reduce = nn.Sequential(
-            nn.Conv2d(256, reduced_channels, kernel_size=1, bias=False),
-            nn.BatchNorm2d(reduced_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.reduce = ConvBNReLU(nn.Conv2d(256, reduced_channels, kernel_size=1, bias=False), reduced_channels)
         cells = (IMAGE_SIZE // 16) ** 2
         self.head = nn.Sequential(
             nn.Flatten(),
