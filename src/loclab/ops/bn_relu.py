@@ -62,7 +62,7 @@ def fused_kernel_available() -> bool:
 
         load(name=f"loclab_bn_relu_{digest.hexdigest()[:12]}", sources=[str(_SOURCE)], is_python_module=False,
              extra_cflags=["-O3", "-march=native", "-fopenmp", "-ffp-contract=off"], verbose=False)
-    except Exception as exc:  # no compiler, no ninja, a read-only cache... the unfused path still works
+    except Exception as exc:  # noqa: BLE001 - no compiler, no ninja, a read-only cache...: the unfused path still works
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         warnings.warn(f"loclab: the fused BatchNorm+ReLU kernel could not be built ({first_line}); using "
                       "PyTorch's BatchNorm and ReLU (set LOCLAB_FUSED_BN=0 to skip the attempt)", stacklevel=2)
