@@ -74,3 +74,14 @@ def test_ablation_records_its_stand_ins_and_resumes_its_own_trials(tiny_data_roo
     summary = keypoint_ablation(BASE, ablation, tiny_data_root, own, finished=[finished_run])
     assert summary["reused_runs"] == {}
     assert not (own / name).is_symlink() and (own / name / "heatmap_model.pth").is_file()
+
+
+def test_cli_refuses_to_reuse_an_unfinished_run(tiny_data_root, tmp_path, capsys):
+    from loclab.cli import main
+
+    (tmp_path / "half").mkdir()
+    code = main(["ablate", "keypoints", "--preset", "smoke", "--data-root", str(tiny_data_root),
+                 "--out", str(tmp_path / "grid"), "--reuse", str(tmp_path / "half")])
+    assert code == 2
+    assert "not a finished run" in capsys.readouterr().err
+    assert not (tmp_path / "grid").exists()  # refused before any trial ran

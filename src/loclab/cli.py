@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="Ray cluster to join, e.g. auto (default: start a local Ray instance)")
     ab.add_argument("--ray-cpus-per-trial", type=int, default=1, metavar="N",
                     help="CPUs Ray reserves for each trial, also its torch threads (default 1)")
+    ab.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="RUN",
+                    help="finished runs that stand in for trials of the same config and data (not retrained)")
     _add_set(ab)
 
     run = sub.add_parser("run", help="run the whole study and write the report")

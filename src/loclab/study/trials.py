@@ -223,10 +223,13 @@ def ablation_from_cli(args) -> Path:
     if args.workers:
         ablation = replace(ablation, workers=args.workers)
     engine = {"engine": args.engine, "ray_address": args.ray_address, "ray_cpus_per_trial": args.ray_cpus_per_trial}
+    for run in args.reuse:
+        if not (run / "metrics.json").is_file():
+            raise FileNotFoundError(f"--reuse {run}: not a finished run (no metrics.json)")
     if args.what == "anchors":
-        anchor_ablation(cfg.detector, ablation, args.data_root, args.out, **engine)
+        anchor_ablation(cfg.detector, ablation, args.data_root, args.out, finished=args.reuse, **engine)
         return args.out / "anchor_ablation.json"
-    keypoint_ablation(cfg.heatmap, ablation, args.data_root, args.out, **engine)
+    keypoint_ablation(cfg.heatmap, ablation, args.data_root, args.out, finished=args.reuse, **engine)
     return args.out / "baseline_results.json"
 
 
