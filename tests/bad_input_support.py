@@ -1,5 +1,5 @@
-"""Shared helpers of the bad-input property suites (SPEC §1.3): ``test_bad_input_detection.py`` and
-``test_bad_input_keypoints.py``.
+"""Shared helpers of the bad-input property suites (docs/data-formats.md, 'Bad input'):
+``test_bad_input_detection.py`` and ``test_bad_input_keypoints.py``.
 
 Bad-value strategies, broken JSON and broken image files, the benches both suites mutate, and the checks they share:
 loading raises :class:`DataError` with a one-line message naming the file (and the record), ``skip_bad=True`` turns a

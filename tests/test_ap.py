@@ -1,10 +1,9 @@
-import contextlib
-import io
 import math
 
 import numpy as np
 import pytest
 import torch
+from coco_reference import pycocotools_ap
 
 from loclab.metrics import (
     Detections,
@@ -246,40 +245,8 @@ def _random_scene(seed, num_images=12):
 
 def _pycocotools_ap50(dets, gts):
     """Per-class AP50 and mAP50 from pycocotools (area all, maxDets 100), with the data built in memory."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    def xywh(box):
-        return [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
-
-    annotations = [
-        # Annotation ids start at 1: COCOeval stores matched gt ids in an array where 0 means "unmatched".
-        {"id": k + 1, "image_id": int(i), "category_id": int(c), "bbox": xywh(b), "area": xywh(b)[2] * xywh(b)[3],
-         "iscrowd": 0}
-        for k, (i, c, b) in enumerate(zip(gts.image_id, gts.category_id, gts.boxes))
-    ]  # fmt: skip
-    results = [
-        {"image_id": int(i), "category_id": int(c), "bbox": xywh(b), "score": float(s)}
-        for i, c, b, s in zip(dets.image_id, dets.category_id, dets.boxes, dets.scores)
-    ]
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco_gt = COCO()
-        coco_gt.dataset = {
-            "images": [{"id": int(i), "width": 224, "height": 224} for i in gts.image_ids],
-            "annotations": annotations,
-            "categories": [{"id": c, "name": str(c)} for c in (0, 1, 2)],
-        }
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
-        evaluator.params.iouThrs = np.array([0.5])
-        evaluator.evaluate()
-        evaluator.accumulate()
-    precision = evaluator.eval["precision"][0, :, :, 0, -1]  # [recall thresholds, classes]; area all, maxDets 100
-    per_class = {
-        c: float(precision[:, k].mean()) if (precision[:, k] > -1).all() else math.nan
-        for k, c in enumerate(evaluator.params.catIds)
-    }
-    return per_class, float(precision[precision > -1].mean())
+    return pycocotools_ap(zip(gts.image_id, gts.category_id, gts.boxes),
+                          zip(dets.image_id, dets.category_id, dets.boxes, dets.scores), gts.image_ids, (0, 1, 2))
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -1,4 +1,5 @@
-"""Robustness (SPEC §1.3), detection: hypothesis mutates a valid generated shapes split into bad input.
+"""Robustness (docs/data-formats.md, 'Bad input'), detection: hypothesis mutates a valid generated shapes split
+into bad input.
 
 The valid split is the train split of a tiny generated shapes dataset, in the reference format and converted to COCO
 (bbox xywh, area w*h). Each example writes one mutated file and checks:

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -10,6 +11,8 @@ from loclab.ops import (
     box_area,
     box_center_size,
     box_iou,
+    box_iou_numpy,
+    box_iou_pair,
     compute_iou,
     cxcywh_to_xyxy,
     xywh_to_xyxy,
@@ -53,6 +56,8 @@ def test_box_iou_hand_computed(box1, box2, expected):
     iou = box_iou(torch.tensor([box1], dtype=torch.float64), torch.tensor([box2], dtype=torch.float64))
     assert iou.shape == (1, 1)
     assert iou.item() == pytest.approx(expected, abs=1e-12)
+    assert box_iou_numpy(np.array([box1]), np.array([box2]))[0, 0] == pytest.approx(expected, abs=1e-12)
+    assert box_iou_pair(box1, box2) == pytest.approx(expected, abs=1e-12)
 
 
 def test_box_iou_matches_reference_on_random_boxes():
@@ -61,6 +66,9 @@ def test_box_iou_matches_reference_on_random_boxes():
     expected = torch.tensor([[_reference_iou(x, y) for y in b.tolist()] for x in a.tolist()], dtype=torch.float64)
     torch.testing.assert_close(box_iou(a, b), expected, rtol=0, atol=1e-12)
     torch.testing.assert_close(box_iou(b, a), expected.T, rtol=0, atol=1e-12)  # symmetric
+    np.testing.assert_allclose(box_iou_numpy(a.numpy(), b.numpy()), expected.numpy(), rtol=0, atol=1e-12)
+    pairs = [[box_iou_pair(x, y) for y in b.tolist()] for x in a.tolist()]
+    np.testing.assert_allclose(pairs, expected.numpy(), rtol=0, atol=1e-12)
 
 
 def test_box_iou_empty_inputs():
@@ -77,6 +85,9 @@ def test_box_iou_degenerate_boxes_give_zero_not_nan():
     assert torch.isfinite(iou).all()
     assert iou[:2, :2].eq(0).all()  # empty union
     assert iou[2, 2] == 1.0
+    np.testing.assert_array_equal(box_iou_numpy(torch.cat((degenerate, normal)).numpy(),
+                                                torch.cat((degenerate, normal)).numpy()), iou.numpy())
+    assert box_iou_numpy(np.zeros((0, 4)), normal.numpy()).shape == (0, 1)
 
 
 def test_box_iou_integer_boxes_give_float():
@@ -85,7 +96,7 @@ def test_box_iou_integer_boxes_give_float():
     assert iou.item() == pytest.approx(1 / 3)
 
 
-def test_compute_iou_is_the_assignment_name_for_box_iou():
+def test_compute_iou_is_the_course_name_for_box_iou():
     assert compute_iou is box_iou
 
 

@@ -1,6 +1,12 @@
-"""The command line: clear one-paragraph errors, exit codes, no tracebacks."""
+"""The command line: one-paragraph errors and exit code 2 for what a user can fix, tracebacks for bugs."""
+
+import subprocess
+import sys
+
+import pytest
 
 from loclab.cli import main
+from loclab.data.errors import DataError
 
 
 def test_unusable_output_directory_fails_before_training(tiny_data_root, tmp_path, capsys):
@@ -31,3 +37,46 @@ def test_foreign_checkpoint_is_refused_clearly(tmp_path, capsys):
     torch.save({"weights": 1}, tmp_path / "model.pth")
     code = main(["predict", "detector", "--weights", str(tmp_path / "model.pth"), str(tmp_path / "x.png")])
     assert code == 2 and "not a loclab checkpoint" in capsys.readouterr().err
+
+
+def _malformed_ground_truth(tmp_path):
+    gt, pred = tmp_path / "gt.json", tmp_path / "pred.json"
+    gt.write_text('{"images": [')
+    pred.write_text("[]")
+    return ["eval", "keypoints", "--gt", str(gt), "--pred", str(pred)]
+
+
+def test_data_error_is_one_paragraph_and_exit_2(tmp_path, capsys):
+    code = main(_malformed_ground_truth(tmp_path))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("loclab: error: ") and "gt.json" in err and "malformed JSON" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_debug_raises_user_errors_with_their_traceback(tmp_path):
+    with pytest.raises(DataError, match="malformed JSON"):
+        main(["--debug", *_malformed_ground_truth(tmp_path)])
+
+
+def test_unknown_model_is_a_config_error(tiny_data_root, tmp_path, capsys):
+    code = main(["train", "keypoints", "--model", "no_such_model", "--data-root", str(tiny_data_root),
+                 "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown keypoint model 'no_such_model'" in err and "Traceback" not in err
+
+
+def test_a_bug_keeps_its_traceback(tmp_path):
+    """A ValueError from deep inside loclab is not a user error: the process shows the traceback and fails."""
+    code = (
+        "import sys\n"
+        "import loclab.report.build as build\n"
+        "def broken(out):\n"
+        "    raise ValueError('a bug deep inside')\n"
+        "build.build_report = broken\n"
+        "from loclab.cli import main\n"
+        f"sys.exit(main(['report', {str(tmp_path)!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert "Traceback (most recent call last)" in done.stderr and "ValueError: a bug deep inside" in done.stderr
+    assert "loclab: error:" not in done.stderr

@@ -121,7 +121,8 @@ def test_keypoint_dataset_heatmap_targets(tiny_data_root):
     assert dataset.keypoints.shape == (n, 5, 2) and dataset.keypoints.dtype == torch.float32
     assert dataset.keypoints.tolist() == [im["keypoints"] for im in raw["images"]]
     assert dataset.image_ids == [im["id"] for im in raw["images"]]
-    image, heatmaps = dataset[2]
+    image, heatmaps, visible = dataset[2]
+    assert visible.tolist() == [1.0] * 5 and visible.dtype == torch.float32
     assert image.shape == (1, 128, 128) and image.dtype == torch.float32
     assert set(image.unique().tolist()) == {0.0, 1.0}
     assert heatmaps.shape == (5, 64, 64) and heatmaps.dtype == torch.float32
@@ -130,13 +131,13 @@ def test_keypoint_dataset_heatmap_targets(tiny_data_root):
     for size in (32, 128):
         assert KeypointDataset.from_split(dataset.split, heatmap_size=size, progress=False)[0][1].shape == (5, size, size)
     batch = next(iter(DataLoader(dataset, batch_size=4)))
-    assert batch[0].shape == (4, 1, 128, 128) and batch[1].shape == (4, 5, 64, 64)
+    assert batch[0].shape == (4, 1, 128, 128) and batch[1].shape == (4, 5, 64, 64) and batch[2].shape == (4, 5)
 
 
 def test_keypoint_dataset_regression_targets(tiny_data_root):
     split = load_keypoint_annotations(keypoint_paths(tiny_data_root)[1])
     dataset = KeypointDataset.from_split(split, output_type="regression", progress=False)
-    _, target = dataset[3]
+    _, target, _ = dataset[3]
     assert target.shape == (10,) and target.dtype == torch.float32
     x0, y0 = split.keypoints[3, 0].tolist()
     assert target[:2].tolist() == pytest.approx([x0 / 128, y0 / 128])
@@ -146,10 +147,11 @@ def test_keypoint_dataset_regression_targets(tiny_data_root):
         KeypointDataset.from_split(split, output_type="both")
 
 
-def test_keypoint_dataset_refuses_unlabelled_keypoints(tiny_data_root):
+def test_keypoint_dataset_weights_unlabelled_keypoints_zero(tiny_data_root):
     split = load_keypoint_annotations(keypoint_paths(tiny_data_root)[1])
     visible = split.visible.clone()
     visible[1, 2] = False
     partly = dataclasses.replace(split, visible=visible)
-    with pytest.raises(DataError, match=rf'image id {split.images[1].id} .* unlabelled keypoints'):
-        KeypointDataset.from_split(partly)
+    _, heatmaps, weights = KeypointDataset.from_split(partly, progress=False)[1]
+    assert weights.tolist() == [1.0, 1.0, 0.0, 1.0, 1.0]
+    assert heatmaps[2].abs().sum() == 0 and heatmaps[1].max() > 0.5  # nothing to find where nothing is labelled

@@ -1,8 +1,6 @@
 """Detection evaluation: COCO AP50 against pycocotools on real model output and on a realistic 200-image case,
 prediction-file validation, and figures rebuilt from a run directory's files."""
 
-import contextlib
-import io
 import json
 import logging
 import math
@@ -12,6 +10,7 @@ import numpy as np
 import pycocotools  # noqa: F401  (a test dependency: a missing one must fail, not skip)
 import pytest
 import torch
+from coco_reference import pycocotools_ap
 
 from loclab.analysis.coverage import anchor_coverage
 from loclab.analysis.sizes import object_size_distribution
@@ -55,30 +54,12 @@ def shapes_root(tmp_path_factory):
 
 
 def _pycocotools_ap50(split, records):
-    """pycocotools' AP50 (bbox, area all, maxDets 100: stats[1]) for xyxy prediction records of ``split``."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    annotations = []
-    for image, boxes, labels in zip(split.images, split.boxes, split.labels):
-        for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
-            # Ids start at 1: COCOeval treats a matched gt id of 0 as "unmatched".
-            annotations.append({"id": len(annotations) + 1, "image_id": image.id, "iscrowd": 0,
-                                "area": (x2 - x1) * (y2 - y1), "category_id": split.category_ids[label],
-                                "bbox": [x1, y1, x2 - x1, y2 - y1]})
-    results = [{"image_id": r["image_id"], "category_id": r["category_id"], "score": r["score"],
-                "bbox": [r["bbox"][0], r["bbox"][1], r["bbox"][2] - r["bbox"][0], r["bbox"][3] - r["bbox"][1]]}
-               for r in records]
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = {"images": [{"id": i.id, "width": i.width, "height": i.height} for i in split.images],
-                      "annotations": annotations, "categories": [{"id": c} for c in split.category_ids]}
-        gt.createIndex()
-        evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return float(evaluator.stats[1])
+    """pycocotools' AP50 (bbox, area all, maxDets 100: its ``stats[1]``) for xyxy prediction records of ``split``."""
+    ground_truth = [(image.id, split.category_ids[label], box)
+                    for image, boxes, labels in zip(split.images, split.boxes, split.labels)
+                    for box, label in zip(boxes.tolist(), labels.tolist())]
+    detections = [(r["image_id"], r["category_id"], r["bbox"], r["score"]) for r in records]
+    return pycocotools_ap(ground_truth, detections, [image.id for image in split.images], split.category_ids)[1]
 
 
 def _jittered_predictions(split, seed, crowd_image=None):

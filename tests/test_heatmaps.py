@@ -137,5 +137,5 @@ def test_argmax_ties_take_the_first_maximum_and_report_maxvals():
     assert torch.allclose(maxvals, torch.tensor([[0.7, 0.9]]))
 
 
-def test_assignment_name_is_the_argmax_decoder():
+def test_course_name_is_the_argmax_decoder():
     assert extract_keypoints_from_heatmaps is decode_heatmaps_argmax

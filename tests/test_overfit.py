@@ -31,7 +31,7 @@ def _first_detection(split, n):
 
 
 def _first_keypoints(split, n):
-    return replace(split, images=split.images[:n], keypoints=split.keypoints[:n], visible=split.visible[:n])
+    return split.select_images(range(n))
 
 
 def _train(epochs, lr, batch):

@@ -32,7 +32,7 @@ GT_345 = np.array([[[0.0, 0.0], [3.0, 0.0], [0.0, 4.0], [3.0, 4.0], [1.0, 1.0]]]
 
 
 def synthetic_figures(n: int, seed: int) -> np.ndarray:
-    """Ground-truth keypoints ``[n, 5, 2]`` drawn with the SPEC §1.2 formulas (no images)."""
+    """Ground-truth keypoints ``[n, 5, 2]`` drawn with the stick-figure formulas of docs/data-formats.md (no images)."""
     rng = np.random.default_rng(seed)
     cx = rng.integers(40, 89, n).astype(float)
     cy = rng.integers(40, 89, n).astype(float)

@@ -1,7 +1,10 @@
 """``loclab`` command line: parse, build, call the library. Nothing here does math.
 
-Errors a user can cause (bad data, bad checkpoint, unwritable output, diverging training) end in one
-clear paragraph on stderr and exit code 2; Ctrl-C exits 130 and says how to resume.
+Errors a user can cause (bad data, config or checkpoint, unwritable output, diverging training: every
+:class:`loclab.errors.LoclabError`, and missing files or permissions) end in one clear paragraph on stderr and
+exit code 2; ``loclab --debug ...`` raises them with their traceback instead. Any other exception is a bug and
+keeps its traceback.
+Ctrl-C exits 130 and says how to resume.
 """
 
 from __future__ import annotations
@@ -11,8 +14,25 @@ import json
 import sys
 from pathlib import Path
 
+from dataclasses import replace
+
 from loclab import __version__
-from loclab.config import PRESETS, DetectorConfig, KeypointConfig, apply_override, detector_recipe, keypoint_config
+from loclab.config import (
+    OWN_DATA_IMAGE_SIZE,
+    PRESETS,
+    DetectorConfig,
+    KeypointConfig,
+    apply_override,
+    apply_overrides,
+    detector_config,
+    OWN_DATA_KEYPOINT_INPUT,
+    keypoint_config,
+    own_data_detector_config,
+    own_data_keypoint_config,
+    scaled_anchor_sizes,
+)
+from loclab.data.layouts import LAYOUTS, detect_layout
+from loclab.errors import LoclabError
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -23,6 +43,8 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loclab", description="A lab bench for object-localisation experiments.")
     parser.add_argument("--version", action="version", version=f"loclab {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="raise user errors (bad data, config, checkpoint...) with their traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate a synthetic dataset in the reference format")
@@ -36,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     tsub = train.add_subparsers(dest="task", required=True)
     td = tsub.add_parser("detector")
     td.add_argument("--model", default=None, help="reference | loclab (default: loclab, the best model)")
+    td.add_argument("--imgsz", type=int, default=None,
+                    help=f"square model input side, a multiple of 32; images are letterboxed to it (default: 224 for "
+                         f"the reference layout, {OWN_DATA_IMAGE_SIZE} for your own data)")
+    td.add_argument("--autoanchor", action="store_true",
+                    help="fit the anchors to the training boxes (k-means on their shapes) instead of the defaults")
     tk = tsub.add_parser("keypoints")
     tk.add_argument("--model", default="heatmap", help="heatmap | regression | integral | spatial_regression")
     tk.add_argument("--loss", choices=["mse", "spatial_ce"], default=None,
@@ -45,8 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     tk.add_argument("--heatmap-size", type=int, choices=[32, 64, 128], default=None)
     tk.add_argument("--sigma", type=float, default=None)
     tk.add_argument("--no-skip", action="store_true", help="HeatmapNet without skip connections")
+    tk.add_argument("--input-size", type=_input_size, default=None, metavar="WxH",
+                    help="model input, width x height in pixels, multiples of 16, e.g. 256x192 (or one side for a "
+                         "square); each instance box is cropped to it, aspect kept. Default: 128x128 for the reference "
+                         f"layout; {OWN_DATA_KEYPOINT_INPUT[0]}x{OWN_DATA_KEYPOINT_INPUT[1]} for your own data, square "
+                         "so that neither tall person boxes nor wide full video frames (DeepLabCut) lose more than a "
+                         "quarter of it to padding, at the resolution SimpleBaseline uses")
     for p in (td, tk):
         p.add_argument("--data-root", type=Path, required=True)
+        p.add_argument("--format", choices=LAYOUTS, default="auto",
+                       help="dataset layout (default: detected from the folder, and said)")
         p.add_argument("--recipe", choices=["fast", "paper"], default="fast")
         p.add_argument("--out", type=Path, required=True, help="run directory")
         p.add_argument("--epochs", type=int, default=None)
@@ -69,7 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     ek.add_argument("--run", type=Path, default=None)
     ek.add_argument("--gt", type=Path, default=None)
     ek.add_argument("--pred", type=Path, default=None)
-    ek.add_argument("--normalize", choices=["bbox", "torso"], default="bbox")
+    ek.add_argument("--normalize", default="bbox", metavar="NORM",
+                    help="PCK norm: bbox (diagonal of the box around the labelled keypoints; default), torso (stick "
+                         "figures), or pair:NAME_A,NAME_B (the distance between two keypoints)")
     ek.add_argument("--data-root", type=Path, default=None)
     for p in (ed, eds, ek):
         p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
@@ -111,6 +148,19 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=Path("predictions"))
         if name == "detector":
             p.add_argument("--threshold", type=float, default=None, help="display/score threshold")
+        else:
+            p.add_argument("--boxes", type=Path, default=None, metavar="DETECTIONS.json",
+                           help="instance boxes from `loclab predict detector` (default: each whole image is one "
+                                "instance)")
+            p.add_argument("--box-threshold", type=float, default=0.5,
+                           help="use detections with at least this score (default 0.5)")
+
+    anc = sub.add_parser("anchors", help="how well the anchors fit a dataset's boxes; fit new ones")
+    anc.add_argument("--data-root", type=Path, required=True)
+    anc.add_argument("--format", choices=LAYOUTS, default="auto")
+    anc.add_argument("--imgsz", type=int, default=None, help="model input side (default as for train detector)")
+    anc.add_argument("--run", type=Path, default=None, help="check the anchors of this run's config instead")
+    anc.add_argument("--json", action="store_true")
 
     bench = sub.add_parser("bench", help="measure speed side by side")
     bench.add_argument("--json", action="store_true")
@@ -120,26 +170,42 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(cfg, overrides: list[str]):
-    for item in overrides:
-        cfg = apply_override(cfg, item)
-    return cfg
-
-
-def _detector_config(args) -> DetectorConfig:
-    recipe = detector_recipe(args.recipe)
-    cfg = DetectorConfig(train=recipe)
-    if args.recipe == "paper":
-        cfg = DetectorConfig(model="reference", box_variances=(1.0, 1.0), train=recipe)
+def _detector_config(args, layout: str) -> DetectorConfig:
+    if layout == "reference":
+        cfg = detector_config(args.recipe)
+        if args.imgsz:
+            cfg = replace(cfg, image_size=args.imgsz, anchor_sizes=scaled_anchor_sizes(args.imgsz))
+    else:
+        cfg = own_data_detector_config(args.recipe, args.imgsz or OWN_DATA_IMAGE_SIZE)
     if args.model:
         cfg = apply_override(cfg, f"model={args.model}")
     if args.epochs:
         cfg = apply_override(cfg, f"train.epochs={args.epochs}")
-    return _overrides(cfg, args.overrides)
+        cfg = apply_override(cfg, "train.steps=0")
+    return apply_overrides(cfg, args.overrides)
 
 
-def _keypoint_config(args) -> KeypointConfig:
-    cfg = keypoint_config(args.model, args.recipe)
+def _input_size(text: str) -> tuple[int, int]:
+    """``"256x192"`` -> ``(256, 192)``; ``"128"`` -> ``(128, 128)``."""
+    parts = text.lower().split("x")
+    try:
+        size = tuple(int(v) for v in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = (size[0], size[0])
+    if len(size) != 2 or min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 256x192, got {text!r}")
+    return size
+
+
+def _keypoint_config(args, layout: str = "reference") -> KeypointConfig:
+    if layout == "reference":
+        cfg = keypoint_config(args.model, args.recipe)
+        if args.input_size:
+            cfg = replace(cfg, input_width=args.input_size[0], input_height=args.input_size[1])
+    else:
+        cfg = own_data_keypoint_config(args.model, args.recipe, args.input_size or OWN_DATA_KEYPOINT_INPUT)
     if args.loss:
         cfg = apply_override(cfg, f"loss={args.loss}")
     if args.hand_invariant:
@@ -152,7 +218,8 @@ def _keypoint_config(args) -> KeypointConfig:
         cfg = apply_override(cfg, "skip=false")
     if args.epochs:
         cfg = apply_override(cfg, f"train.epochs={args.epochs}")
-    return _overrides(cfg, args.overrides)
+        cfg = apply_override(cfg, "train.steps=0")
+    return apply_overrides(cfg, args.overrides)
 
 
 def _print_metrics(metrics: dict, as_json: bool, summary: str) -> None:
@@ -175,13 +242,18 @@ def cmd_train(args) -> None:
     from loclab.engine import tasks
 
     if args.task == "detector":
-        cfg = _detector_config(args)
+        layout = detect_layout(args.data_root, "detection", args.format)
+        print(f"data: {layout.reason}")
+        cfg = _detector_config(args, layout.name)
         tasks.train_detector_on_root(cfg, args.data_root, args.out, recipe=args.recipe, resume=args.resume,
-                                     skip_bad=args.skip_bad, progress=not args.quiet)
+                                     skip_bad=args.skip_bad, progress=not args.quiet, autoanchor=args.autoanchor,
+                                     data_format=layout.name)
     else:
-        cfg = _keypoint_config(args)
+        layout = detect_layout(args.data_root, "keypoints", args.format)
+        print(f"data: {layout.reason}")
+        cfg = _keypoint_config(args, layout.name)
         tasks.train_keypoints_on_root(cfg, args.data_root, args.out, recipe=args.recipe, resume=args.resume,
-                                      skip_bad=args.skip_bad, progress=not args.quiet)
+                                      skip_bad=args.skip_bad, progress=not args.quiet, data_format=layout.name)
     print(f"run directory: {args.out}")
 
 
@@ -239,8 +311,34 @@ def cmd_predict(args) -> None:
     if args.task == "detector":
         out = predict.predict_detector_files(args.weights, args.images, args.out, threshold=args.threshold)
     else:
-        out = predict.predict_keypoint_files(args.weights, args.images, args.out)
+        out = predict.predict_keypoint_files(args.weights, args.images, args.out, boxes=args.boxes,
+                                             box_threshold=args.box_threshold)
     print(f"wrote {out}")
+
+
+def cmd_anchors(args) -> None:
+    from loclab.engine import autoanchor, tasks
+
+    layout = detect_layout(args.data_root, "detection", args.format)
+    if args.run is not None:
+        from loclab.config import from_dict
+        from loclab.engine.rundir import read_json
+
+        cfg = from_dict(DetectorConfig, read_json(args.run / "config.json")["detector"])
+    else:
+        cfg = detector_config("fast") if layout.name == "reference" else own_data_detector_config("fast")
+        if args.imgsz:
+            cfg = replace(cfg, image_size=args.imgsz, anchor_sizes=scaled_anchor_sizes(args.imgsz))
+    split = tasks.detection_split(args.data_root, "train", data_format=layout.name)
+    current = autoanchor.anchor_report(cfg, split)
+    fitted = autoanchor.anchor_report(autoanchor.fitted_config(cfg, split), split)
+    if args.json:
+        print(json.dumps({"data": layout.reason, "configured": current, "fitted": fitted}, indent=1))
+        return
+    print(f"data: {layout.reason}")
+    print(autoanchor.format_report("configured anchors", current))
+    print(autoanchor.format_report("fitted anchors (use with --autoanchor, or --set anchor_sizes=... "
+                                   "--set anchor_ratios=...)", fitted))
 
 
 def cmd_bench(args) -> None:
@@ -249,22 +347,16 @@ def cmd_bench(args) -> None:
     run_bench(as_json=args.json, quick=args.quick, with_compile=not args.no_compile)
 
 
-class UsageError(ValueError):
+class UsageError(LoclabError, ValueError):
     """The command line asked for something inconsistent."""
 
 
 COMMANDS = {"generate": cmd_generate, "train": cmd_train, "eval": cmd_eval, "ablate": cmd_ablate, "run": cmd_run,
-            "report": cmd_report, "predict": cmd_predict, "bench": cmd_bench}
+            "report": cmd_report, "predict": cmd_predict, "anchors": cmd_anchors, "bench": cmd_bench}
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from loclab.data.errors import DataError
-    from loclab.engine.checkpoint import CheckpointError
-    from loclab.engine.rundir import RunDirError
-    from loclab.engine.train import NonFiniteLossError
-
-    return (DataError, CheckpointError, RunDirError, NonFiniteLossError, UsageError, FileNotFoundError,
-            FileExistsError, PermissionError, ValueError)
+# What a user can fix: loclab's own errors, and files that are missing, in the way or not accessible.
+USER_ERRORS = (LoclabError, FileNotFoundError, FileExistsError, PermissionError)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted. Finished epochs are saved; re-run the same command (with --resume for "
               "`loclab train`) to continue.", file=sys.stderr)
         return 130
-    except _user_errors() as err:
+    except USER_ERRORS as err:
+        if args.debug:
+            raise  # the whole traceback, and a debugger's post-mortem (python -m pdb -m loclab --debug ...)
         print(f"loclab: error: {err}", file=sys.stderr)
         return 2
     return 0

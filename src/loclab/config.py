@@ -10,7 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+from loclab.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -35,14 +40,44 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Random geometric and colour augmentation of training batches, shared by both tasks.
+
+    Every amplitude defaults to "off", which is what the reference datasets' recipes use; the own-data
+    recipes turn them on (small real datasets need them far more than the synthetic ones do).
+    ``scale``: range of the random zoom factor; ``translate``: largest shift as a fraction of the input side;
+    ``rotation``: largest rotation in degrees (keypoints only); ``brightness`` / ``contrast`` / ``saturation``:
+    largest relative change of each.
+    """
+
+    scale: tuple[float, float] = (1.0, 1.0)
+    translate: float = 0.0
+    rotation: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self != AugmentConfig()
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 12
+    # > 0: train for this many optimiser steps (epochs are derived from the training set's size), so a recipe
+    # suits datasets of any size; 0: train for ``epochs``.
+    steps: int = 0
     batch_size: int = 16
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # "auto": bf16 autocast + channels_last on CPUs with BF16, CUDA AMP on GPUs, fp32 elsewhere.
     precision: Precision = "auto"
     hflip: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # > 0: after every epoch, BatchNorm statistics are recomputed over this many training batches
+    # (engine.train.recompute_batchnorm_statistics); 0 keeps BatchNorm's running averages.
+    precise_bn_batches: int = 0
     grad_clip: float = 10.0
     seed: int = 0
     num_threads: int = 0  # 0: leave torch's default (one thread per core)
@@ -51,13 +86,26 @@ class TrainConfig:
     compile: bool = False
 
 
+REFERENCE_ANCHOR_SIZES = ((16.0, 24.0, 32.0), (48.0, 64.0, 96.0), (96.0, 128.0, 192.0))
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
+    """A detector, its anchors and its training.
+
+    ``image_size`` is the side of the square model input (a multiple of 32): every image is letterboxed to it.
+    The feature maps follow from it (``image_size / stride`` for the strides 4, 8 and 16 of the three heads),
+    and ``anchor_sizes`` are side lengths in model-input pixels; ``anchor_ratios`` (width / height per anchor,
+    same nesting) make them rectangular, ``None`` keeps them square. ``class_names`` are the dataset's class
+    names by label (empty: the reference shapes).
+    """
+
     model: str = "loclab"
     image_size: int = 224
     num_classes: int = 3
-    feature_map_sizes: tuple[int, ...] = (56, 28, 14)
-    anchor_sizes: tuple[tuple[float, ...], ...] = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
+    anchor_sizes: tuple[tuple[float, ...], ...] = REFERENCE_ANCHOR_SIZES
+    anchor_ratios: tuple[tuple[float, ...], ...] | None = None
+    class_names: tuple[str, ...] = ()
     pos_threshold: float = 0.5
     neg_threshold: float = 0.3
     min_best_iou: float = 0.1
@@ -66,7 +114,8 @@ class DetectorConfig:
     weight_obj: float = 1.0
     weight_cls: float = 1.0
     weight_loc: float = 2.0
-    # Inference: a low score threshold so the precision-recall curve is not truncated (SPEC §2.5).
+    # Inference: a low score threshold so the precision-recall curve is not truncated
+    # (docs/metrics.md, 'Score threshold').
     score_threshold: float = 0.01
     nms_iou: float = 0.5
     pre_nms_top_k: int = 1000
@@ -74,9 +123,46 @@ class DetectorConfig:
     display_threshold: float = 0.5
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    strides: ClassVar[tuple[int, ...]] = (4, 8, 16)
+
+    @property
+    def feature_map_sizes(self) -> tuple[int, ...]:
+        """Side of each head's square feature map: ``image_size / stride``."""
+        return tuple(self.image_size // s for s in self.strides)
+
+    def __post_init__(self) -> None:
+        if self.image_size <= 0 or self.image_size % 32:
+            raise ConfigError(f"detector image_size must be a positive multiple of 32, got {self.image_size}")
+        if self.anchor_ratios is not None and [len(r) for r in self.anchor_ratios] != [len(s) for s in self.anchor_sizes]:
+            raise ConfigError(f"anchor_ratios {self.anchor_ratios} must have the shape of anchor_sizes {self.anchor_sizes}")
+
+
+def scaled_anchor_sizes(image_size: int) -> tuple[tuple[float, ...], ...]:
+    """The reference anchors (chosen for 224 px inputs) scaled to another input size."""
+    factor = image_size / 224
+    return tuple(tuple(round(a * factor, 1) for a in scale) for scale in REFERENCE_ANCHOR_SIZES)
+
 
 @dataclass(frozen=True)
 class KeypointConfig:
+    """A keypoint model, its targets and its training (top-down: one model input per instance).
+
+    The model input is ``input_size`` = ``(input_width, input_height)``; 0 means ``image_size``, so the
+    reference configs (which only know ``image_size``) keep their square 128 px input. Each instance box is
+    cropped to it aspect-preserving (:mod:`loclab.ops.affine`), instance boxes padded by ``box_padding``.
+    ``heatmap_size`` is the heatmap side for an ``image_size`` input, which fixes the heatmap stride
+    ``image_size / heatmap_size`` (4, 2 or 1: the decoder's depth); any input gets heatmaps of
+    ``input / stride`` cells (:attr:`heatmap_grid`).
+
+    ``num_keypoints``, ``keypoint_names``, ``symmetric_pairs`` and ``in_channels`` describe the data; training
+    fills them from the training split (``loclab.engine.keypoints.config_for_data``) and the run's config.json
+    keeps them, so a checkpoint knows its skeleton. ``hand_invariant`` makes the losses invariant to exchanging
+    the keypoints of each symmetric pair (the stick figures' identically drawn hands are their one pair).
+    Augmentation: ``train.augment`` (scale, rotation, brightness, contrast, saturation) and ``flip`` (mirror with
+    the pairs swapped); all off by default, which the reference recipes rely on. ``train.hflip`` is the
+    detector's switch and keypoint models ignore it.
+    """
+
     model: str = "heatmap"
     image_size: int = 128
     num_keypoints: int = 5
@@ -85,11 +171,58 @@ class KeypointConfig:
     skip: bool = True
     # "mse": the reports' loss; "spatial_ce": heatmaps as spatial distributions (heatmap models only).
     loss: Literal["mse", "spatial_ce"] = "mse"
-    # symmetry-aware training: the two identically drawn hands may match the target in either order
+    # symmetry-aware training: the keypoints of each symmetric pair may match the target in either order
     hand_invariant: bool = False
     heatmap_snapshot_epochs: tuple[int, ...] = ()  # empty: a spread of epochs chosen from the epoch count
     num_snapshot_images: int = 4
+    input_width: int = 0  # 0: image_size
+    input_height: int = 0  # 0: image_size
+    in_channels: int = 1  # 1 grayscale, 3 RGB
+    keypoint_names: tuple[str, ...] = ()
+    symmetric_pairs: tuple[tuple[int, int], ...] = ()
+    # MMPose's SimpleBaseline value: limbs at the edge of a tight box keep some context. Whole-image boxes
+    # (reference figures, DeepLabCut frames) are never padded: nothing lies outside them.
+    box_padding: float = 1.25
+    flip: bool = False  # random left-right mirror of training crops, symmetric pairs swapped
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    heatmap_strides: ClassVar[tuple[int, ...]] = (1, 2, 4)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the model input."""
+        return (self.input_width or self.image_size, self.input_height or self.image_size)
+
+    @property
+    def heatmap_stride(self) -> int:
+        """Input pixels per heatmap cell: ``image_size / heatmap_size``."""
+        return self.image_size // self.heatmap_size
+
+    @property
+    def heatmap_grid(self) -> tuple[int, int]:
+        """``(width, height)`` of the heatmaps: the input size divided by :attr:`heatmap_stride`."""
+        width, height = self.input_size
+        return width // self.heatmap_stride, height // self.heatmap_stride
+
+    def __post_init__(self) -> None:
+        if self.heatmap_size <= 0 or self.image_size % self.heatmap_size or \
+                self.image_size // self.heatmap_size not in self.heatmap_strides:
+            raise ConfigError(f"image_size / heatmap_size must be one of {self.heatmap_strides}, got "
+                              f"{self.image_size} / {self.heatmap_size}")
+        width, height = self.input_size
+        if width <= 0 or height <= 0 or width % 16 or height % 16:
+            raise ConfigError(f"the keypoint model input must be a positive multiple of 16 on each side (four 2x "
+                              f"poolings), got {width}x{height}")
+        if self.in_channels not in (1, 3):
+            raise ConfigError(f"in_channels must be 1 (grayscale) or 3 (RGB), got {self.in_channels}")
+        if self.keypoint_names and len(self.keypoint_names) != self.num_keypoints:
+            raise ConfigError(f"{len(self.keypoint_names)} keypoint_names for num_keypoints = {self.num_keypoints}")
+        for a, b in self.symmetric_pairs:
+            if a == b or not (0 <= a < self.num_keypoints and 0 <= b < self.num_keypoints):
+                raise ConfigError(f"symmetric pair {(a, b)} must be two distinct keypoint indices below "
+                                  f"{self.num_keypoints}")
+        if self.box_padding <= 0:
+            raise ConfigError(f"box_padding must be positive, got {self.box_padding}")
 
 
 @dataclass(frozen=True)
@@ -156,7 +289,38 @@ def detector_recipe(name: str) -> TrainConfig:
             precision="auto",
             hflip=True,
         )
-    raise ValueError(f"unknown detector recipe {name!r}; choose 'fast' or 'paper'")
+    raise ConfigError(f"unknown detector recipe {name!r}; choose 'fast' or 'paper'")
+
+
+def detector_config(recipe: str) -> DetectorConfig:
+    """The detector config of a recipe on the reference shapes: ``paper`` is the reports' reference model with
+    unit box variances, ``fast`` loclab's model (see :func:`detector_recipe` for the training settings)."""
+    if recipe == "paper":
+        return DetectorConfig(model="reference", box_variances=(1.0, 1.0), train=detector_recipe("paper"))
+    return DetectorConfig(train=detector_recipe(recipe))
+
+
+# The own-data default input: 256 px keeps a 10 % object at 26 px, above the smallest anchors (18 px), while a
+# training step of loclab's model costs about 1.05x the 224 px one on a 2-core CPU (320 px: 1.6x; measured at
+# batch 16, bf16). ``--imgsz`` trades speed for small objects.
+OWN_DATA_IMAGE_SIZE = 256
+OWN_DATA_STEPS = 3000
+OWN_DATA_AUGMENT = AugmentConfig(scale=(0.5, 1.5), translate=0.2, brightness=0.3, contrast=0.3, saturation=0.5)
+
+
+def own_data_detector_config(recipe: str, image_size: int = OWN_DATA_IMAGE_SIZE) -> DetectorConfig:
+    """The detector config for a user's dataset (any layout but the reference one).
+
+    ``fast``: loclab's model at ``image_size`` with the reference anchors scaled to it, trained for
+    :data:`OWN_DATA_STEPS` optimiser steps whatever the dataset's size, with random zoom/shift, flips and colour
+    jitter (a few hundred photos from scratch overfit without them). ``paper``: the reports' setting as on
+    the shapes, at ``image_size``.
+    """
+    base = detector_config(recipe)
+    train = base.train
+    if recipe == "fast":
+        train = replace(train, steps=OWN_DATA_STEPS, augment=OWN_DATA_AUGMENT, precise_bn_batches=4)
+    return replace(base, image_size=image_size, anchor_sizes=scaled_anchor_sizes(image_size), train=train)
 
 
 def keypoint_recipe(name: str) -> TrainConfig:
@@ -185,7 +349,7 @@ def keypoint_recipe(name: str) -> TrainConfig:
             precision="auto",
             hflip=False,
         )
-    raise ValueError(f"unknown keypoint recipe {name!r}; choose 'fast' or 'paper'")
+    raise ConfigError(f"unknown keypoint recipe {name!r}; choose 'fast' or 'paper'")
 
 
 def keypoint_config(model: str, recipe: str) -> KeypointConfig:
@@ -193,6 +357,45 @@ def keypoint_config(model: str, recipe: str) -> KeypointConfig:
     (plain MSE leaves them near the all-zero map for many epochs); ``paper`` uses the reports' MSE."""
     loss = "spatial_ce" if recipe == "fast" and model == "heatmap" else "mse"
     return KeypointConfig(model=model, loss=loss, train=keypoint_recipe(recipe))
+
+
+# The own-data keypoint input: square, so neither tall person boxes nor wide full video frames (DeepLabCut) lose
+# more than a quarter of it to padding, and 256 px is the side SimpleBaseline works at; ``--input-size WxH``
+# fits the input to the data's boxes (e.g. 192x256 for standing people).
+OWN_DATA_KEYPOINT_INPUT = (256, 256)
+OWN_DATA_KEYPOINT_STEPS = 3000
+# MMPose's top-down recipe: random scale 0.75-1.25, rotation up to 30 degrees, flips (with ``flip``), colour.
+OWN_DATA_KEYPOINT_AUGMENT = AugmentConfig(scale=(0.75, 1.25), rotation=30.0, brightness=0.2, contrast=0.2,
+                                          saturation=0.2)
+
+
+KEYPOINT_DATA_FIELDS = ("num_keypoints", "keypoint_names", "symmetric_pairs", "in_channels")
+
+
+def without_data_fields(cfg: KeypointConfig) -> KeypointConfig:
+    """``cfg`` with the fields that training fills from the data (:data:`KEYPOINT_DATA_FIELDS`) at their defaults.
+
+    A run stores its completed config; a trial's config, written before any data is read, does not know them.
+    Runs on the same data agree on these fields, so this is what to compare to find a run that stands in for a
+    trial.
+    """
+    defaults = KeypointConfig()
+    return replace(cfg, **{name: getattr(defaults, name) for name in KEYPOINT_DATA_FIELDS})
+
+
+def own_data_keypoint_config(model: str, recipe: str,
+                             input_size: tuple[int, int] = OWN_DATA_KEYPOINT_INPUT) -> KeypointConfig:
+    """A keypoint model's config for a user's dataset (any layout but the reference one).
+
+    ``fast``: :func:`keypoint_config`'s model and loss at ``input_size`` (width, height), trained for
+    :data:`OWN_DATA_KEYPOINT_STEPS` optimiser steps whatever the dataset's size, with random scale, rotation,
+    flips and colour jitter. ``paper``: the reports' setting as on the stick figures, at ``input_size``.
+    """
+    base = keypoint_config(model, recipe)
+    train, flip = base.train, False
+    if recipe == "fast":
+        train, flip = replace(train, steps=OWN_DATA_KEYPOINT_STEPS, augment=OWN_DATA_KEYPOINT_AUGMENT), True
+    return replace(base, input_width=input_size[0], input_height=input_size[1], flip=flip, train=train)
 
 
 def _with_epochs(train: TrainConfig, epochs: int) -> TrainConfig:
@@ -233,15 +436,20 @@ def study_preset(name: str) -> StudyConfig:
     if name == "paper":
         return StudyConfig(
             preset="paper",
-            detector=DetectorConfig(model="reference", box_variances=(1.0, 1.0), train=detector_recipe("paper")),
+            detector=detector_config("paper"),
             heatmap=KeypointConfig(model="heatmap", train=keypoint_recipe("paper")),
             regression=KeypointConfig(model="regression", train=keypoint_recipe("paper")),
             ablation=AblationConfig(detector_epochs=50, keypoint_epochs=30),
         )
-    raise ValueError(f"unknown preset {name!r}; choose one of smoke, quick, paper")
+    raise ConfigError(f"unknown preset {name!r}; choose one of smoke, quick, paper")
 
 
 PRESETS = ("smoke", "quick", "paper")
+
+
+def resolve_study_config(preset: str, overrides: Sequence[str] = ()) -> StudyConfig:
+    """The study config of ``loclab run`` / ``loclab ablate``: a preset with ``--set`` overrides applied in order."""
+    return apply_overrides(study_preset(preset), overrides)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -256,6 +464,10 @@ def to_dict(config: Any) -> dict[str, Any]:
 def _coerce(value: Any, annotation: Any) -> Any:
     """Convert JSON values (lists, numbers) back to the annotated field type (tuples, floats...)."""
     origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):  # ``X | None``
+        if value is None:
+            return None
+        return _coerce(value, next(a for a in get_args(annotation) if a is not type(None)))
     if is_dataclass(annotation):
         return from_dict(annotation, value)
     if origin is tuple:
@@ -263,14 +475,14 @@ def _coerce(value: Any, annotation: Any) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0]) for v in value)
         if len(args) != len(value):
-            raise ValueError(f"expected {len(args)} values, got {value!r}")
+            raise ConfigError(f"expected {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a) for v, a in zip(value, args))
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if annotation is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if origin is Literal and value not in get_args(annotation):
-        raise ValueError(f"{value!r} is not one of {get_args(annotation)}")
+        raise ConfigError(f"{value!r} is not one of {get_args(annotation)}")
     return value
 
 
@@ -278,37 +490,57 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Rebuild a config dataclass from :func:`to_dict` output (unknown keys are an error)."""
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
+    data = _migrate(cls, data)
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown config keys for {cls.__name__}: {sorted(unknown)}")
+        raise ConfigError(f"unknown config keys for {cls.__name__}: {sorted(unknown)}")
     return cls(**{k: _coerce(v, hints[k]) for k, v in data.items()})
 
 
-def apply_override(config: T, assignment: str) -> T:
+def _migrate(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Read configs written by earlier loclab versions: detector feature-map sizes were stored, now derived."""
+    if cls is DetectorConfig and "feature_map_sizes" in data:
+        data = dict(data)
+        stored = tuple(data.pop("feature_map_sizes"))
+        derived = tuple(data.get("image_size", 224) // s for s in DetectorConfig.strides)
+        if stored != derived:
+            raise ConfigError(f"feature_map_sizes {list(stored)} do not follow from image_size "
+                              f"{data.get('image_size', 224)} (expected {list(derived)})")
+    return data
+
+
+def apply_override(config: T, override: str) -> T:
     """Return ``config`` with one dotted-path override applied, e.g. ``"train.epochs=3"``.
 
     The value is parsed as JSON when possible (numbers, lists, true/false), else taken as a string.
     """
-    if "=" not in assignment:
-        raise ValueError(f"override {assignment!r} must look like path.to.field=value")
-    path, raw = assignment.split("=", 1)
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like path.to.field=value")
+    path, raw = override.split("=", 1)
     try:
         value: Any = json.loads(raw)
     except json.JSONDecodeError:
         value = raw
-    return _set_path(config, path.strip().split("."), value, assignment)
+    return _set_path(config, path.strip().split("."), value, override)
 
 
-def _set_path(config: Any, keys: list[str], value: Any, assignment: str) -> Any:
+def apply_overrides(config: T, overrides: Sequence[str]) -> T:
+    """:func:`apply_override` for each of ``overrides`` in order (the repeatable ``--set PATH=VALUE``)."""
+    for override in overrides:
+        config = apply_override(config, override)
+    return config
+
+
+def _set_path(config: Any, keys: list[str], value: Any, override: str) -> Any:
     hints = get_type_hints(type(config))
     key = keys[0]
     if key not in hints:
         valid = ", ".join(f.name for f in fields(config))
-        raise ValueError(f"override {assignment!r}: {type(config).__name__} has no field {key!r} ({valid})")
+        raise ConfigError(f"override {override!r}: {type(config).__name__} has no field {key!r} ({valid})")
     if len(keys) == 1:
         try:
             new = _coerce(value, hints[key])
         except (ValueError, TypeError) as err:
-            raise ValueError(f"override {assignment!r}: {err}") from None
+            raise ConfigError(f"override {override!r}: {err}") from None
         return replace(config, **{key: new})
-    return replace(config, **{key: _set_path(getattr(config, key), keys[1:], value, assignment)})
+    return replace(config, **{key: _set_path(getattr(config, key), keys[1:], value, override)})

@@ -1,4 +1,7 @@
-"""Anchor coverage: how well a set of anchors can fit the ground truth, per scale and size bucket (SPEC §2.5).
+"""Anchor coverage: how well a set of anchors can fit the ground truth, per scale and size bucket.
+
+Why it matters: a box no anchor covers at IoU 0.5 can only become a positive by best-anchor forcing
+(docs/detection.md, 'Matching').
 
 For every ground-truth box ``g`` (boxes xyxy px, IoU without ``+1``):
 

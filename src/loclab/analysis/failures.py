@@ -1,4 +1,5 @@
-"""Failure cases of the keypoint study: where the heatmap model and the regression model disagree (SPEC §3.4).
+"""Failure cases of the keypoint study: where the heatmap model and the regression model disagree
+(docs/keypoints.md, 'Failure analysis').
 
 Mine these on the **validation** split only; training images have been fitted and say little about failures.
 
@@ -7,8 +8,8 @@ and norms of :mod:`loclab.metrics.pck` (``bbox``: diagonal of the box around the
 By default the rule is **swap-aware**: before scoring, each model's two hands are matched to the ground truth in
 the order with the smaller summed distance (:func:`loclab.metrics.pck.best_hand_assignment`). The stick
 figures' hands are drawn identically and their angles share one distribution, so the "left"/"right" labels cannot
-be told from the pixels (SPEC §1.2); without the swap, half of all images would "fail" for a label coin toss that
-no model can win. ``swap_aware=False`` gives the plain-label rule.
+be told from the pixels (docs/metrics.md, 'Hand ambiguity'); without the swap, half of all images would "fail"
+for a label coin toss that no model can win. ``swap_aware=False`` gives the plain-label rule.
 
 Types: **A** heatmap correct, regression wrong; **B** regression correct, heatmap wrong; **C** both wrong.
 """

@@ -1,4 +1,5 @@
-"""Scale specialisation: which detection head (S1, S2, S3) finds which object size (SPEC §2.5).
+"""Scale specialisation: which detection head (S1, S2, S3) finds which object size
+(docs/metrics.md, 'Detection analyses').
 
 Definitions, with the AP@0.5 matching of :func:`loclab.metrics.ap.match_detections` (per image and class, by
 decreasing score, each detection takes the free same-class box of highest IoU ``>= iou_threshold``):

@@ -7,13 +7,14 @@ inside a DataLoader worker, and an epoch costs no PNG decoding. Memory: 1000 sha
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -21,11 +22,16 @@ from tqdm import tqdm
 from loclab.data.errors import DataError
 from loclab.data.formats import ImageRecord
 from loclab.data.formats_detection import DetectionSplit, load_detection_annotations
-from loclab.data.formats_keypoints import KeypointSplit, load_keypoint_annotations
-from loclab.ops.heatmaps import encode_heatmaps
+from loclab.data.images import ImageReadError, load_pixels
+from loclab.data.keypoint_dataset import KeypointDataset  # noqa: F401  (top-down; re-exported here)
+from loclab.data.letterbox_image import letterbox_image
+from loclab.ops.letterbox import Letterbox, letterbox_params
 
 DetectionTarget = dict[str, Tensor | int]
 _PROGRESS_MIN_IMAGES = 100  # below this a progress bar is just noise
+# Decoded model inputs above this many bytes are streamed from disk instead of held in memory.
+DECODED_MEMORY_BUDGET = 2 * 1024**3
+LETTERBOX_FILL = 114  # grey padding, the value YOLO-family detectors use
 
 
 def decode_images(
@@ -44,10 +50,9 @@ def decode_images(
     for i, record in enumerate(bar):
         where = f"{record.path}: image id {record.id}{of}"
         try:
-            with Image.open(record.path) as image:
-                pixels = np.asarray(image.convert(mode))
-        except (OSError, ValueError) as err:
-            raise DataError(f"{where} cannot be decoded ({err}).") from None
+            pixels = load_pixels(record.path, mode)  # upright (EXIF), 8-bit; as stored for 8-bit RGB/L PNGs
+        except ImageReadError as err:
+            raise DataError(f"{where} cannot be decoded ({err.reason}).") from None
         if pixels.shape[:2] != (height, width):
             raise DataError(
                 f"{where} is {pixels.shape[1]}x{pixels.shape[0]}, but the dataset's images are {width}x{height}; "
@@ -102,19 +107,60 @@ def detection_collate(
 
 
 class DetectionDataset(Dataset):
-    """Shapes (or any validated detection split) as tensors.
+    """A validated detection split as letterboxed model inputs.
 
-    ``dataset[i]`` is ``(image float32 [3, H, W] in [0, 1], {"boxes": float32 [n, 4] xyxy, "labels": int64 [n],
-    "image_id": int})``. Attributes: ``images`` uint8 ``[N, 3, H, W]``, ``image_ids`` list of int, ``split``.
-    With ``hflip=True`` each sample is mirrored with probability 0.5 from torch's global generator; training
-    loops that batch first can use :func:`flip_horizontal` on the batch instead.
+    Every image is letterboxed to the square model input of side ``image_size`` (aspect kept, padded with grey;
+    see :mod:`loclab.ops.letterbox`) and its boxes mapped with it. Images already of that size (the reference
+    shapes) are used exactly as decoded. Images are decoded once at construction while the decoded inputs fit
+    ``memory_budget`` bytes; larger datasets are decoded per sample (``streaming``; the training loop then reads
+    them through DataLoader worker processes).
+
+    ``dataset[i]`` is ``(image float32 [3, S, S] in [0, 1], {"boxes": float32 [n, 4] xyxy in the model input,
+    "labels": int64 [n], "image_id": int})``. Attributes: ``images`` uint8 ``[N, 3, S, S]`` (None when
+    streaming), ``image_ids``, ``letterboxes`` (one :class:`~loclab.ops.letterbox.Letterbox` per image, to map
+    predictions back to image pixels), ``split`` (original pixels) and ``input_split`` (the same split in
+    model-input pixels, what anchors are compared with). With ``hflip=True`` each sample is mirrored with
+    probability 0.5 from torch's global generator; training loops that batch first can use
+    :func:`flip_horizontal` on the batch instead.
     """
 
-    def __init__(self, split: DetectionSplit, *, hflip: bool = False, progress: bool = True) -> None:
+    def __init__(self, split: DetectionSplit, *, image_size: int | None = None, hflip: bool = False,
+                 progress: bool = True, memory_budget: int = DECODED_MEMORY_BUDGET) -> None:
         self.split = split
         self.hflip = hflip
-        self.images = decode_images(split.images, "RGB", progress=progress, source=split.annotation_file)
+        if image_size is None:
+            image_size = split.images[0].width if split.images else 224
+        self.image_size = image_size
+        self.letterboxes = [letterbox_params(r.width, r.height, image_size) for r in split.images]
+        self.input_split = letterbox_split(split, self.letterboxes)
         self.image_ids = [record.id for record in split.images]
+        self.streaming = len(split.images) * 3 * image_size * image_size > memory_budget
+        self.images: Tensor | None = None
+        if self.streaming:
+            return
+        if all(lb.is_identity for lb in self.letterboxes):
+            self.images = decode_images(split.images, "RGB", progress=progress, source=split.annotation_file)
+            return
+        self.images = torch.empty((len(split.images), 3, image_size, image_size), dtype=torch.uint8)
+        bar = tqdm(range(len(split.images)), desc="decoding images", unit="img",
+                   disable=not progress or len(split.images) < _PROGRESS_MIN_IMAGES)
+        for i in bar:
+            self.images[i] = self._decode(i)
+
+    @property
+    def num_workers(self) -> int:
+        """DataLoader workers the training loop should use: decoding in parallel only pays when streaming."""
+        return min(4, os.cpu_count() or 1) if self.streaming else 0
+
+    def input_image(self, index: int) -> Tensor:
+        """Image ``index`` letterboxed to the model input, uint8 ``[3, S, S]``."""
+        return self._decode(index) if self.images is None else self.images[index]
+
+    def _decode(self, index: int) -> Tensor:
+        record = self.split.images[index]
+        pixels = load_pixels(record.path, "RGB")
+        boxed = letterbox_image(pixels, self.image_size, fill=LETTERBOX_FILL)
+        return torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1)))
 
     @classmethod
     def from_root(
@@ -135,8 +181,8 @@ class DetectionDataset(Dataset):
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> tuple[Tensor, DetectionTarget]:
-        image = self.images[index].float() / 255
-        boxes = self.split.boxes[index].clone()
+        image = self.input_image(index).float() / 255
+        boxes = self.input_split.boxes[index].clone()
         if self.hflip and bool(torch.rand(()) < 0.5):
             flipped, mirrored = flip_horizontal(
                 image[None], boxes[None], torch.ones((1, len(boxes)), dtype=torch.bool), torch.ones(1, dtype=torch.bool)
@@ -145,80 +191,11 @@ class DetectionDataset(Dataset):
         return image, {"boxes": boxes, "labels": self.split.labels[index].clone(), "image_id": self.image_ids[index]}
 
 
-class KeypointDataset(Dataset):
-    """Stick figures (or any validated single-figure keypoint split) as tensors (SPEC §3.1).
-
-    ``dataset[i]`` is ``(image float32 [1, S, S] in [0, 1], target)`` with target
-
-    * ``output_type="heatmap"``: float32 ``[K, heatmap_size, heatmap_size]`` Gaussians of ``sigma`` heatmap cells
-      from :func:`loclab.ops.heatmaps.encode_heatmaps` (pixel-centre convention). They are computed per sample
-      on access, not cached: two 1-D Gaussians and an outer product cost microseconds, are exact float32, and a
-      cache would take up to 330 MB (1000 x 5 x 128 x 128 float32) or lose precision as float16.
-    * ``output_type="regression"``: float32 ``[2K]`` = ``[x0, y0, x1, y1, ...] / S`` in ``[0, 1]``.
-
-    Attributes: ``images`` uint8 ``[N, 1, S, S]``, ``keypoints`` float32 ``[N, K, 2]`` image pixels,
-    ``image_ids`` list of int, ``keypoint_names``, ``image_size`` (S), ``split``.
-    """
-
-    def __init__(
-        self,
-        image_dir: Path | str,
-        annotation_file: Path | str,
-        output_type: Literal["heatmap", "regression"] = "heatmap",
-        heatmap_size: int = 64,
-        sigma: float = 2.0,
-        *,
-        skip_bad: bool = False,
-        progress: bool = True,
-    ) -> None:
-        split = load_keypoint_annotations(annotation_file, image_dir, skip_bad=skip_bad)
-        self._setup(split, output_type, heatmap_size, sigma, progress)
-
-    @classmethod
-    def from_split(
-        cls,
-        split: KeypointSplit,
-        output_type: Literal["heatmap", "regression"] = "heatmap",
-        heatmap_size: int = 64,
-        sigma: float = 2.0,
-        *,
-        progress: bool = True,
-    ) -> KeypointDataset:
-        """Build from an already loaded split (no second read of the annotation file)."""
-        dataset = cls.__new__(cls)
-        dataset._setup(split, output_type, heatmap_size, sigma, progress)
-        return dataset
-
-    def _setup(self, split: KeypointSplit, output_type: str, heatmap_size: int, sigma: float, progress: bool) -> None:
-        if output_type not in ("heatmap", "regression"):
-            raise ValueError(f"output_type must be 'heatmap' or 'regression', got {output_type!r}")
-        if heatmap_size <= 0 or sigma <= 0:
-            raise ValueError(f"heatmap_size and sigma must be positive, got {heatmap_size} and {sigma}")
-        for record, visible in zip(split.images, split.visible):
-            if not bool(visible.all()):
-                raise DataError(
-                    f"{split.annotation_file}: image id {record.id} (\"{record.file_name}\") has unlabelled keypoints "
-                    "(COCO v = 0); the keypoint models need every keypoint labelled."
-                )
-            if record.width != record.height:
-                raise DataError(f"{record.path}: image id {record.id} is {record.width}x{record.height}; "
-                                "keypoint images must be square.")
-        self.split = split
-        self.output_type = output_type
-        self.heatmap_size = heatmap_size
-        self.sigma = sigma
-        self.images = decode_images(split.images, "L", progress=progress, source=split.annotation_file)
-        self.image_size = self.images.shape[-1]
-        self.keypoints = split.keypoints.clone()
-        self.keypoint_names = split.keypoint_names
-        self.image_ids = [record.id for record in split.images]
-        self._regression = (self.keypoints / self.image_size).flatten(1)  # [N, 2K]; tiny, so precomputed
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image = self.images[index].float() / 255
-        if self.output_type == "regression":
-            return image, self._regression[index].clone()
-        return image, encode_heatmaps(self.keypoints[index], self.image_size, self.heatmap_size, self.sigma)
+def letterbox_split(split: DetectionSplit, letterboxes: Sequence[Letterbox]) -> DetectionSplit:
+    """``split`` with every box mapped into its image's letterboxed model input and every image declared
+    ``S x S``. Identity letterboxes leave the split as it is (the same object)."""
+    if all(lb.is_identity for lb in letterboxes):
+        return split
+    images = tuple(replace(r, width=lb.size, height=lb.size) for r, lb in zip(split.images, letterboxes))
+    boxes = tuple(lb.boxes_to_input(b) for b, lb in zip(split.boxes, letterboxes))
+    return replace(split, images=images, boxes=boxes)

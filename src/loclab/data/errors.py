@@ -13,8 +13,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from loclab.errors import LoclabError
 
-class DataError(ValueError):
+
+class DataError(LoclabError, ValueError):
     """Input data that loclab refuses to use; the message names the file and the record."""
 
 

@@ -1,4 +1,4 @@
-"""The synthetic stick-figure keypoint dataset (SPEC §1.2), written in the reference format.
+"""The synthetic stick-figure keypoint dataset (docs/data-formats.md, 'Stick figures'), in the reference format.
 
 Each 128x128 grayscale (mode L) image on white holds one figure drawn in black 3 px lines with no
 anti-aliasing, so pixels are only 0 or 255. Body centre ``cx, cy`` uniform integers in 40..88; head a hollow

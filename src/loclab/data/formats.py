@@ -1,20 +1,18 @@
 """Annotation files: the reading, validation and writing pieces that detection and keypoints share.
 
-The task readers live beside this module: :mod:`loclab.data.formats_detection` (shapes reference format and
-COCO detection) and :mod:`loclab.data.formats_keypoints` (stick-figure reference format and COCO keypoints).
-Their public names are forwarded here too, so ``from loclab.data.formats import load_detection_annotations``
-works as the architecture notes describe.
+The task readers live beside this module and are imported from there: :mod:`loclab.data.formats_detection`
+(shapes reference format and COCO detection) and :mod:`loclab.data.formats_keypoints` (stick-figure reference
+format and COCO keypoints). The formats themselves are described in docs/data-formats.md.
 
-Files are written one JSON object per file on a single line (``indent=None``, ``", "`` / ``": "`` separators as
-in the SPEC examples, keys in a fixed order, no NaN), then a newline; always through a temporary file and
-``os.replace`` so a crash never leaves half a file behind.
+Annotation files are written with :func:`loclab.atomic.write_json_atomic`: one JSON object on a single line
+(``", "`` / ``": "`` separators as in the examples of docs/data-formats.md, keys in a fixed order, no NaN), then a
+newline, through a temporary file so that a crash never leaves half a file behind.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from loclab.data.errors import DataError, ProblemLog, RecordError
+from loclab.data.images import oriented_size
 
 ANNOTATION_SUFFIX = "_annotations.json"
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -82,20 +81,6 @@ def read_json_list(path: Path, kind: str, expected: str) -> list[Any]:
     if not isinstance(data, list):
         raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected a list of {expected}.")
     return data
-
-
-def write_json_atomic(path: Path, obj: Mapping[str, Any]) -> Path:
-    """Write ``obj`` as one line of JSON (see module docstring) via a temp file + ``os.replace``; returns path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=None, allow_nan=False) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def default_image_dir(annotation_file: Path) -> Path:
@@ -207,15 +192,25 @@ def check_image_file(record: ImageRecord) -> None:
 
     Reads the header and walks the file's chunks and checksums (``verify``: catches truncated and corrupted files)
     without decoding pixels; pixels are decoded once, later, by the datasets. Raises :class:`RecordError`.
+
+    The size compared is the one *after* EXIF orientation (:func:`loclab.data.images.image_size`): annotation
+    tools label the displayed image, so that is what sizes and boxes refer to. A file that declares the stored,
+    unturned size of an image whose orientation tag turns it is refused with a message saying so.
     """
     if not record.path.is_file():
         raise RecordError(f"image file {record.path} does not exist")
     try:
         with Image.open(record.path) as image:
-            size = image.size
+            size, stored = oriented_size(image), image.size  # one open for both; image_size() would reopen
             image.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise RecordError(f"image file {record.path} is not a readable image ({err})") from None
+    if size != (record.width, record.height) and stored == (record.width, record.height):
+        raise RecordError(
+            f"image file {record.path} is stored as {stored[0]}x{stored[1]}, but its EXIF orientation tag turns it "
+            f"to {size[0]}x{size[1]} as displayed; the declared {record.width}x{record.height} is the unturned size. "
+            "Sizes and boxes must refer to the displayed image (as annotation tools show it)"
+        )
     if size != (record.width, record.height):
         raise RecordError(
             f"image file {record.path} is {size[0]}x{size[1]}, expected {record.width}x{record.height}"
@@ -251,21 +246,3 @@ def parse_images(
         images[record.id] = record
     return images, declared
 
-
-_FORWARDED = {
-    "DetectionSplit": "formats_detection",
-    "load_detection_annotations": "formats_detection",
-    "write_detection_annotations": "formats_detection",
-    "KeypointSplit": "formats_keypoints",
-    "load_keypoint_annotations": "formats_keypoints",
-    "write_keypoint_annotations": "formats_keypoints",
-}
-
-
-def __getattr__(name: str) -> Any:
-    # Forwarded lazily: the task modules import the helpers above, so an eager import here would be circular.
-    if name in _FORWARDED:
-        import importlib
-
-        return getattr(importlib.import_module(f"loclab.data.{_FORWARDED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Detection annotation files: the shapes reference format (bbox xyxy) and standard COCO (bbox xywh).
 
 Both are COCO-like ``{"images": [...], "annotations": [...], "categories": [...]}``; they differ in what
-``bbox`` means. The reference format (SPEC §1.1, also what the original course generator wrote) stores
+``bbox`` means. The reference format (docs/data-formats.md, also what the original course generator wrote) stores
 ``[x1, y1, x2, y2]`` with ``area = s*s``; COCO stores ``[x, y, w, h]``.
 
 **Auto-detection** (``box_format="auto"``). Each annotation is tested under both readings:
@@ -32,6 +32,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from loclab.atomic import write_json_atomic
 from loclab.data.errors import DataError, DataWarning, ProblemLog, RecordError
 from loclab.data.formats import (
     ImageRecord,
@@ -43,7 +44,6 @@ from loclab.data.formats import (
     parse_images,
     read_json_object,
     require_list,
-    write_json_atomic,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,8 +65,11 @@ class DetectionSplit:
     * ``visible_fraction``: float32 ``[n_i]`` per image (NaN where an annotation lacks the field), or None when
       no annotation in the file has it.
     * ``categories``: ``{label: name}``; ``category_ids[label]`` is the file's id for that label.
-    * ``format``: ``"reference"`` (bbox was xyxy) or ``"coco"`` (bbox was xywh); ``format_reason`` says why.
+    * ``format``: the annotation format read: ``"reference"`` (JSON, bbox xyxy), ``"coco"`` (JSON, bbox xywh),
+      ``"voc"`` (Pascal VOC XML) or ``"yolo"`` (YOLO txt); ``format_reason`` says what was found and why.
     * ``skipped``: one message per record dropped because of ``skip_bad=True`` (empty otherwise).
+    * ``difficult``: bool ``[n_i]`` per image, True for objects the file marks difficult (Pascal VOC), which the
+      VOC devkit leaves out of AP (neither a hit nor a miss); None when no object is marked difficult.
     """
 
     annotation_file: Path
@@ -78,9 +81,10 @@ class DetectionSplit:
     visible_fraction: tuple[Tensor, ...] | None
     categories: dict[int, str]
     category_ids: tuple[int, ...]
-    format: Literal["reference", "coco"]
+    format: str
     format_reason: str
     skipped: tuple[str, ...] = ()
+    difficult: tuple[Tensor, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.images)

@@ -1,4 +1,4 @@
-"""The synthetic shapes detection dataset (SPEC §1.1), written in the reference format.
+"""The synthetic shapes detection dataset, written in the reference format (docs/data-formats.md, 'Shapes').
 
 Each 224x224 RGB image on white holds 2-5 objects (count and class uniform): circles 16-32 px red, squares
 48-96 px green, triangles 96-192 px blue pointing up, all with a 2 px black outline. An object of size ``s``
@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from loclab.data.formats_detection import write_detection_annotations
+from loclab.ops.boxes import box_iou_pair
 
 IMAGE_SIZE = 224
 CATEGORIES = ({"id": 0, "name": "circle"}, {"id": 1, "name": "square"}, {"id": 2, "name": "triangle"})
@@ -106,19 +107,9 @@ def _place(rng: np.random.Generator, size: int, boxes: list[list[int]]) -> list[
         x = int(rng.integers(half, IMAGE_SIZE - half, endpoint=True))
         y = int(rng.integers(half, IMAGE_SIZE - half, endpoint=True))
         box = [x - half, y - half, x + half, y + half]
-        if all(_iou(box, other) <= MAX_PLACEMENT_IOU for other in boxes):
+        if all(box_iou_pair(box, other) <= MAX_PLACEMENT_IOU for other in boxes):
             break
-    return box  # after the last try, placed anyway (SPEC: "after 50 tries place anyway")
-
-
-def _iou(a: list[int], b: list[int]) -> float:
-    """IoU of two xyxy boxes, area ``(x2-x1)*(y2-y1)`` (project convention, no +1)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    return box  # after the last try, placed anyway (docs/data-formats.md, 'Shapes')
 
 
 def _paint(draw: ImageDraw.ImageDraw, category_id: int, box: list[int], fill, outline) -> None:

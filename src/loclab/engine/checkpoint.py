@@ -8,43 +8,21 @@ state dict). Training checkpoints (``last.pth``) add ``optimizer``, ``scheduler`
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from loclab.atomic import atomic_write_bytes
+from loclab.errors import LoclabError
+
 CHECKPOINT_FORMAT = "loclab-checkpoint/1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(LoclabError, RuntimeError):
     """A checkpoint is missing, truncated, or not one of loclab's."""
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, then rename it into place.
-
-    A process killed mid-write leaves the previous file intact, never a truncated one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600 files; give results the permissions of any file the user creates
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -1,11 +1,15 @@
 """The detection task: build, train, predict, evaluate.
 
-Three hops from the command line to the math: ``cli`` → these functions → ops / models / metrics.
+Training goes ``cli.cmd_train`` → ``engine.tasks.train_detector_on_root`` (reads and validates the splits) →
+:func:`train_detector` here (anchors, model, datasets, loss, and the step closure of :func:`make_step`) →
+``engine.train.fit`` → ``_run_epoch``, which calls the step on every batch → ``losses.detection.DetectionLoss``
+→ ``ops.matching.match_batch`` / ``ops.boxes``. Prediction goes :func:`predict_images` → the model →
+``ops.postprocess``. docs/architecture.md, 'From command to math', walks the same path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +17,20 @@ import torch
 from torch import Tensor, nn
 
 from loclab.config import DetectorConfig, from_dict, to_dict
-from loclab.data.datasets import DetectionDataset, detection_collate, flip_horizontal
-from loclab.data.formats import DetectionSplit
+from tqdm import tqdm
+
+from loclab.data.datasets import LETTERBOX_FILL, DetectionDataset, detection_collate, flip_horizontal
+from loclab.data.formats_detection import DetectionSplit
+from loclab.engine.autoanchor import check_anchors
 from loclab.engine.checkpoint import load_checkpoint
 from loclab.engine.precision import NumericPath, resolve_numeric_path
 from loclab.engine.rundir import start_run
-from loclab.engine.train import RunFiles, fit
+from loclab.engine.train import RunFiles, epochs_for_steps, fit
+from loclab.errors import ConfigError
 from loclab.losses.detection import DetectionLoss
 from loclab.models.detector import build_detector, flatten_predictions
+from loclab.ops.augment import augment_detection_batch
+from loclab.ops.letterbox import Letterbox
 from loclab.ops.anchors import anchor_scale_index, generate_anchors
 from loclab.ops.boxes import BoxCoder
 from loclab.ops.postprocess import ImageDetections, postprocess_detections
@@ -38,7 +48,8 @@ class AnchorSetup:
 
     @classmethod
     def from_config(cls, cfg: DetectorConfig) -> AnchorSetup:
-        per_scale = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size)
+        per_scale = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size,
+                                     aspect_ratios=cfg.anchor_ratios)
         num_anchors = len(cfg.anchor_sizes[0])
         return cls(
             anchors=torch.cat(per_scale),
@@ -50,7 +61,7 @@ class AnchorSetup:
 def num_anchors_per_cell(cfg: DetectorConfig) -> int:
     counts = {len(s) for s in cfg.anchor_sizes}
     if len(counts) != 1:
-        raise ValueError(f"every scale needs the same number of anchors per cell, got {cfg.anchor_sizes}")
+        raise ConfigError(f"every scale needs the same number of anchors per cell, got {cfg.anchor_sizes}")
     return counts.pop()
 
 
@@ -73,9 +84,18 @@ def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss):
     """
     num_anchors = num_anchors_per_cell(cfg)
 
+    augment = cfg.train.augment
+
     def step(model: nn.Module, batch: Any, path: NumericPath) -> dict[str, Tensor]:
         images, boxes, labels, valid, _ = batch
-        if model.training and cfg.train.hflip:
+        if model.training and augment.enabled:
+            images, boxes, valid = images.to(path.device), boxes.to(path.device), valid.to(path.device)
+            images, boxes, valid = augment_detection_batch(
+                images, boxes, valid, scale=augment.scale, translate=augment.translate, flip=cfg.train.hflip,
+                brightness=augment.brightness, contrast=augment.contrast, saturation=augment.saturation,
+                fill=LETTERBOX_FILL / 255,
+            )
+        elif model.training and cfg.train.hflip:
             flip = torch.rand(images.shape[0]) < 0.5
             images, boxes = flip_horizontal(images, boxes, valid, flip)
         outputs = model(path.images(images))
@@ -84,6 +104,14 @@ def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss):
             return loss_fn(preds.float(), boxes.to(path.device), labels.to(path.device), valid.to(path.device))
 
     return step
+
+
+def config_for_data(cfg: DetectorConfig, train_split: DetectionSplit, *, autoanchor: bool = False) -> DetectorConfig:
+    """``cfg`` completed from the training split: its classes (count and names), and its anchors checked
+    against the split's boxes (refitted with ``autoanchor``; see :mod:`loclab.engine.autoanchor`)."""
+    names = tuple(train_split.categories[label] for label in sorted(train_split.categories))
+    cfg = replace(cfg, num_classes=len(names), class_names=names)
+    return check_anchors(cfg, train_split, refit=autoanchor)
 
 
 def train_detector(
@@ -97,14 +125,34 @@ def train_detector(
     meta: dict[str, Any] | None = None,
 ) -> list[dict]:
     """Train a detector into ``run_dir`` (config, version, log, ``best_model.pth``, ``last.pth``)."""
+    train_set = DetectionDataset(train_split, image_size=cfg.image_size, progress=progress)
+    val_set = DetectionDataset(val_split, image_size=cfg.image_size, progress=progress)
+    cfg = replace(cfg, train=epochs_for_steps(cfg.train, len(train_set)))
     run_dir, path = start_run(run_dir, TASK, "detector", cfg, cfg.train, meta)
     setup = AnchorSetup.from_config(cfg)
     model = make_model(cfg)
-    train_set = DetectionDataset(train_split, progress=progress)
-    val_set = DetectionDataset(val_split, progress=progress)
     step = make_step(cfg, make_loss(cfg, setup).to(path.device))
     return fit(model, step, train_set, val_set, detection_collate, cfg.train, path, RunFiles(run_dir),
                {"task": TASK, "config": to_dict(cfg)}, resume=resume, progress=progress, desc="detector")
+
+
+def detections_to_image(detections: list[ImageDetections], letterboxes: list[Letterbox]) -> list[ImageDetections]:
+    """Detections in model-input pixels -> the same detections in each original image's pixels (clipped to it)."""
+    return [d if lb.is_identity else replace(d, boxes=lb.boxes_to_image(d.boxes))
+            for d, lb in zip(detections, letterboxes)]
+
+
+def predict_dataset(model: nn.Module, cfg: DetectorConfig, dataset: DetectionDataset, *, batch_size: int = 32,
+                    score_threshold: float | None = None, path: NumericPath | None = None,
+                    progress: bool = False) -> list[ImageDetections]:
+    """Detections for every image of ``dataset``, in original image pixels."""
+    out: list[ImageDetections] = []
+    starts = range(0, len(dataset), batch_size)
+    for start in tqdm(starts, desc="predicting", unit="batch", disable=not progress or len(starts) < 2):
+        indices = range(start, min(start + batch_size, len(dataset)))
+        batch = torch.stack([dataset.input_image(i) for i in indices])
+        out += predict_images(model, cfg, batch, batch_size=batch_size, score_threshold=score_threshold, path=path)
+    return detections_to_image(out, dataset.letterboxes)
 
 
 def load_detector(weights: Path) -> tuple[nn.Module, DetectorConfig]:

@@ -14,6 +14,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from loclab.errors import ConfigError
+
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -44,7 +46,7 @@ def per_rank_batch(global_batch: int) -> int:
     """Each rank takes an equal share of the configured (global) batch, so results match one process."""
     n = world_size()
     if global_batch % n:
-        raise ValueError(f"batch size {global_batch} does not split evenly over {n} processes")
+        raise ConfigError(f"batch size {global_batch} does not split evenly over {n} processes")
     return global_batch // n
 
 

@@ -2,12 +2,15 @@
 
 Heatmap models (``output_type == "heatmap"``) train on Gaussian heatmap targets; regression models
 (``output_type == "regression"``) on coordinates normalised to [0, 1]. Both go through the same
-:func:`loclab.engine.train.fit` loop as the detector.
+:func:`loclab.engine.train.fit` loop as the detector. Top-down: every instance is cropped to the model input
+(:class:`loclab.data.keypoint_dataset.KeypointDataset`), and predictions are mapped back through the inverse
+crop to image pixels (:func:`predict_keypoints` with ``transforms``).
 """
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Callable
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,48 +18,80 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from loclab.atomic import atomic_write_bytes
 from loclab.config import KeypointConfig, from_dict, to_dict
-from loclab.data.datasets import KeypointDataset
-from loclab.data.formats import KeypointSplit
-from loclab.engine.checkpoint import atomic_write_bytes, load_checkpoint
+from loclab.data.formats_keypoints import KeypointSplit
+from loclab.data.keypoint_dataset import KeypointDataset, image_channels
+from loclab.engine.checkpoint import load_checkpoint
 from loclab.engine.precision import NumericPath, resolve_numeric_path
 from loclab.engine.rundir import start_run
-from loclab.engine.train import RunFiles, fit
+from loclab.engine.train import RunFiles, epochs_for_steps, fit
+from loclab.errors import ConfigError
 from loclab.losses.keypoints import (
     coordinate_mse_loss,
-    hand_invariant_coordinate_mse,
-    hand_invariant_heatmap_loss,
-    hand_invariant_spatial_cross_entropy,
     heatmap_mse_loss,
+    pair_invariant_coordinate_mse,
+    pair_invariant_heatmap_loss,
+    pair_invariant_spatial_cross_entropy,
     spatial_cross_entropy_loss,
 )
 from loclab.models.keypoints import KEYPOINT_MODELS
+from loclab.ops.affine import apply_affine, invert_affine
 from loclab.ops.heatmaps import decode_heatmaps_argmax, decode_heatmaps_subpixel
 
 TASK = "keypoints"
-# (model output type, loss, hand_invariant) -> loss function
+# (model output type, loss) -> (plain loss, loss invariant to each symmetric pair's order)
 LOSSES = {
-    ("heatmap", "mse", False): heatmap_mse_loss,
-    ("heatmap", "mse", True): hand_invariant_heatmap_loss,
-    ("heatmap", "spatial_ce", False): spatial_cross_entropy_loss,
-    ("heatmap", "spatial_ce", True): hand_invariant_spatial_cross_entropy,
-    ("regression", "mse", False): coordinate_mse_loss,
-    ("regression", "mse", True): hand_invariant_coordinate_mse,
+    ("heatmap", "mse"): (heatmap_mse_loss, pair_invariant_heatmap_loss),
+    ("heatmap", "spatial_ce"): (spatial_cross_entropy_loss, pair_invariant_spatial_cross_entropy),
+    ("regression", "mse"): (coordinate_mse_loss, pair_invariant_coordinate_mse),
 }
+# Config fields that only a model consumes: a model that does not declare one must see it at its default,
+# or the setting would silently do nothing. (The other options also shape the data, so they always matter.)
+MODEL_ONLY_OPTIONS = ("heatmap_size", "skip")
+
+
+def model_options(cfg: KeypointConfig) -> dict[str, Any]:
+    """Every constructor option a keypoint model may declare (its ``options``), with its value from ``cfg``."""
+    return {"num_keypoints": cfg.num_keypoints, "heatmap_size": cfg.heatmap_size, "skip": cfg.skip,
+            "in_channels": cfg.in_channels, "image_size": cfg.image_size, "input_size": cfg.input_size}
 
 
 def make_model(cfg: KeypointConfig) -> nn.Module:
-    """Instantiate ``cfg.model`` from :data:`KEYPOINT_MODELS`, passing the options it takes."""
+    """Instantiate ``cfg.model`` from :data:`KEYPOINT_MODELS` with the options it declares (``options``).
+
+    Raises :class:`ConfigError` for an unknown model, and for a config that sets a model-only option
+    (:data:`MODEL_ONLY_OPTIONS`) to a non-default value that this model does not take.
+    """
+    factory = model_class(cfg)
+    declared = factory.options
+    defaults = {f.name: f.default for f in fields(KeypointConfig)}
+    for name in MODEL_ONLY_OPTIONS:
+        if name not in declared and getattr(cfg, name) != defaults[name]:
+            takers = sorted(m for m, cls in KEYPOINT_MODELS.items() if name in cls.options)
+            raise ConfigError(f"{name} = {getattr(cfg, name)!r} has no effect on {cfg.model!r} models; it applies "
+                              f"to {', '.join(takers)} (leave it at {defaults[name]!r})")
+    options = model_options(cfg)
+    return factory(**{name: options[name] for name in declared})
+
+
+def config_for_data(cfg: KeypointConfig, train_split: KeypointSplit) -> KeypointConfig:
+    """``cfg`` completed from the training split: keypoint count, names, symmetric pairs, and input channels
+    (3 unless the data is grayscale, :func:`loclab.data.keypoint_dataset.image_channels`). Idempotent."""
+    return replace(cfg, num_keypoints=train_split.num_keypoints, keypoint_names=tuple(train_split.keypoint_names),
+                   symmetric_pairs=tuple(tuple(p) for p in train_split.symmetric_pairs),
+                   in_channels=image_channels(train_split))
+
+
+def model_class(cfg: KeypointConfig) -> type[nn.Module]:
+    """The class of ``cfg.model`` in :data:`KEYPOINT_MODELS`; :class:`ConfigError` for an unknown name."""
     if cfg.model not in KEYPOINT_MODELS:
-        raise ValueError(f"unknown keypoint model {cfg.model!r}; choose one of {sorted(KEYPOINT_MODELS)}")
-    factory = KEYPOINT_MODELS[cfg.model]
-    options = {"num_keypoints": cfg.num_keypoints, "heatmap_size": cfg.heatmap_size, "skip": cfg.skip}
-    accepted = inspect.signature(factory).parameters
-    return factory(**{k: v for k, v in options.items() if k in accepted})
+        raise ConfigError(f"unknown keypoint model {cfg.model!r}; choose one of {sorted(KEYPOINT_MODELS)}")
+    return KEYPOINT_MODELS[cfg.model]
 
 
 def output_type(cfg: KeypointConfig) -> str:
-    return KEYPOINT_MODELS[cfg.model].output_type
+    return model_class(cfg).output_type
 
 
 def checkpoint_name(cfg: KeypointConfig) -> str:
@@ -64,16 +99,34 @@ def checkpoint_name(cfg: KeypointConfig) -> str:
     return f"{cfg.model}_model.pth"
 
 
-def make_dataset(split: KeypointSplit, cfg: KeypointConfig, progress: bool = False) -> KeypointDataset:
-    return KeypointDataset.from_split(split, output_type=output_type(cfg), heatmap_size=cfg.heatmap_size,
-                                      sigma=cfg.sigma, progress=progress)
+def make_dataset(split: KeypointSplit, cfg: KeypointConfig, progress: bool = False, *,
+                 train: bool = False) -> KeypointDataset:
+    """The top-down dataset of ``split`` for ``cfg``'s model input; ``train=True`` adds ``cfg``'s augmentation."""
+    width, height = cfg.heatmap_grid
+    return KeypointDataset.from_split(
+        split, output_type=output_type(cfg), heatmap_size=width if width == height else (width, height),
+        sigma=cfg.sigma, progress=progress, input_size=cfg.input_size, in_channels=cfg.in_channels,
+        box_padding=cfg.box_padding, augment=cfg.train.augment if train else None, flip=train and cfg.flip,
+        symmetric_pairs=cfg.symmetric_pairs or None)
 
 
-def loss_function(cfg: KeypointConfig):
-    key = (output_type(cfg), cfg.loss, cfg.hand_invariant)
+LossFn = Callable[[Tensor, Tensor, Tensor | None], Tensor]
+
+
+def loss_function(cfg: KeypointConfig) -> LossFn:
+    """``loss(pred, target, visible [B, K] or None)`` for ``cfg``; with ``hand_invariant`` the order of each of
+    ``cfg.symmetric_pairs`` is free. Every keypoint visible: exactly the loss the reference runs trained with."""
+    key = (output_type(cfg), cfg.loss)
     if key not in LOSSES:
-        raise ValueError(f"loss {cfg.loss!r} does not apply to {cfg.model!r} models ({output_type(cfg)} output)")
-    return LOSSES[key]
+        raise ConfigError(f"loss {cfg.loss!r} does not apply to {cfg.model!r} models ({output_type(cfg)} output)")
+    plain, invariant = LOSSES[key]
+    if not cfg.hand_invariant:
+        return lambda pred, target, visible=None: plain(pred, target, visible)
+    pairs = cfg.symmetric_pairs
+    if not pairs:
+        raise ConfigError("hand_invariant needs symmetric pairs, and the config has none (training fills them from "
+                          "the data; this dataset's keypoint names pair nothing)")
+    return lambda pred, target, visible=None: invariant(pred, target, pairs, visible)
 
 
 def as_heatmaps(pred: Tensor, cfg: KeypointConfig) -> Tensor:
@@ -87,10 +140,11 @@ def make_step(cfg: KeypointConfig):
     loss_fn = loss_function(cfg)
 
     def step(model: nn.Module, batch: Any, path: NumericPath) -> dict[str, Tensor]:
-        images, target = batch
+        images, target, *rest = batch  # (images, target, visible); benchmarks pass no visibility
+        visible = rest[0].to(path.device) if rest else None
         pred = model(path.images(images))
         with torch.autocast(path.device.type, enabled=False):
-            loss = loss_fn(pred.float(), target.to(path.device).float())
+            loss = loss_fn(pred.float(), target.to(path.device).float(), visible)
         return {"loss_total": loss}
 
     return step
@@ -140,15 +194,24 @@ def train_keypoints(
     progress: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """Train one keypoint model into ``run_dir`` (``<model>_model.pth``, ``last.pth``, log, snapshots)."""
+    """Train one keypoint model into ``run_dir`` (``<model>_model.pth``, ``last.pth``, log, snapshots).
+
+    The config is first completed from the training split (:func:`config_for_data`) and stored so in the run;
+    ``train.steps`` (when set) becomes a whole number of epochs for the training set's instance count.
+    """
+    cfg = config_for_data(cfg, train_split)
+    # the datasets draw no random numbers, so building them before the run seeds torch changes no result
+    train_set = make_dataset(train_split, cfg, progress, train=True)
+    val_set = make_dataset(val_split, cfg, progress)
+    cfg = replace(cfg, train=epochs_for_steps(cfg.train, len(train_set)))
     run_dir, path = start_run(run_dir, TASK, "keypoints", cfg, cfg.train, meta)
     model = make_model(cfg)
-    train_set = make_dataset(train_split, cfg, progress)
-    val_set = make_dataset(val_split, cfg, progress)
     hook = None
     if output_type(cfg) == "heatmap" or hasattr(model, "heatmaps"):
         n = min(cfg.num_snapshot_images, len(val_set))
-        hook = HeatmapSnapshots(run_dir, val_set.images[:n], val_set.image_ids[:n], snapshot_epochs(cfg), path, cfg)
+        shown = val_set.images[:n] if val_set.images is not None else \
+            torch.stack([val_set.input_image(i) for i in range(n)])
+        hook = HeatmapSnapshots(run_dir, shown, val_set.image_ids[:n], snapshot_epochs(cfg), path, cfg)
     return fit(model, make_step(cfg), train_set, val_set, None, cfg.train, path,
                RunFiles(run_dir, checkpoint_name(cfg)), {"task": TASK, "config": to_dict(cfg)},
                resume=resume, on_epoch_end=hook, progress=progress, desc=cfg.model)
@@ -165,28 +228,65 @@ def load_keypoint_model(weights: Path) -> tuple[nn.Module, KeypointConfig]:
 
 @torch.no_grad()
 def predict_keypoints(
-    model: nn.Module, cfg: KeypointConfig, images: Tensor, *, subpixel: bool = True, batch_size: int = 64,
-    path: NumericPath | None = None,
+    model: nn.Module, cfg: KeypointConfig, images: Tensor, *, transforms: Tensor | None = None,
+    subpixel: bool = True, batch_size: int = 64, path: NumericPath | None = None,
 ) -> Tensor:
-    """Keypoints ``[N, K, 2]`` in image pixels for ``images [N, 1, S, S]`` (uint8 or float in [0, 1]).
+    """Keypoints ``[N, K, 2]`` for model inputs ``images [N, C, H_in, W_in]`` (uint8 or float in [0, 1]).
 
-    Heatmap models decode with :func:`decode_heatmaps_subpixel` (or plain argmax with ``subpixel=False``);
-    regression models scale their normalised output by the image size.
+    Without ``transforms`` the keypoints are in input pixels. With ``transforms`` (float64 ``[N, 2, 3]``, row
+    ``i`` mapping image ``i``'s pixels to its input, as :attr:`KeypointDataset.transforms`) each row is mapped back
+    through the inverse crop into its image's pixels; identity rows are returned untouched. Heatmap models decode
+    with :func:`decode_heatmaps_subpixel` (or plain argmax with ``subpixel=False``); regression models scale their
+    normalised output by the input size.
     """
     path = path or resolve_numeric_path(cfg.train.precision)
     model = path.prepare(model).eval()
     out = []
     for start in range(0, images.shape[0], batch_size):
-        batch = images[start:start + batch_size]
-        if batch.dtype == torch.uint8:
-            batch = batch.float() / 255
-        with path.autocast():
-            pred = model(path.images(batch))
-        pred = pred.float().cpu()
-        if output_type(cfg) == "heatmap":
-            decode = decode_heatmaps_subpixel if subpixel else decode_heatmaps_argmax
-            keypoints, _ = decode(as_heatmaps(pred, cfg), cfg.image_size)
-        else:
-            keypoints = pred.view(pred.shape[0], -1, 2) * cfg.image_size
-        out.append(keypoints)
+        out.append(_predict_batch(model, cfg, images[start:start + batch_size], subpixel, path))
+    keypoints = torch.cat(out) if out else torch.zeros(0, cfg.num_keypoints, 2)
+    return keypoints if transforms is None else to_image_pixels(keypoints, transforms)
+
+
+def _predict_batch(model: nn.Module, cfg: KeypointConfig, batch: Tensor, subpixel: bool, path: NumericPath) -> Tensor:
+    if batch.dtype == torch.uint8:
+        batch = batch.float() / 255
+    width, height = cfg.input_size
+    size = width if width == height else (width, height)  # square: the reference int path, bit for bit
+    with path.autocast():
+        pred = model(path.images(batch))
+    pred = pred.float().cpu()
+    if output_type(cfg) == "heatmap":
+        decode = decode_heatmaps_subpixel if subpixel else decode_heatmaps_argmax
+        keypoints, _ = decode(as_heatmaps(pred, cfg), size)
+        return keypoints
+    scale = width if width == height else torch.tensor([width, height], dtype=pred.dtype)
+    return pred.view(pred.shape[0], -1, 2) * scale
+
+
+def to_image_pixels(keypoints: Tensor, transforms: Tensor) -> Tensor:
+    """Input-pixel ``keypoints [N, K, 2]`` -> image pixels through the inverse of each row's ``transforms [N, 2, 3]``.
+
+    Rows whose transform is the identity keep their values bitwise (the reference path never resamples).
+    """
+    if keypoints.shape[0] != transforms.shape[0]:
+        raise ValueError(f"{keypoints.shape[0]} rows of keypoints for {transforms.shape[0]} transforms")
+    if keypoints.shape[0] == 0:
+        return keypoints
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    same = (transforms.to(torch.float64) == identity).flatten(1).all(dim=1)
+    mapped = apply_affine(keypoints, invert_affine(transforms))
+    return torch.where(same[:, None, None], keypoints, mapped)
+
+
+def predict_dataset(model: nn.Module, cfg: KeypointConfig, dataset: KeypointDataset, *, subpixel: bool = True,
+                    batch_size: int = 64, path: NumericPath | None = None) -> Tensor:
+    """Keypoints ``[M, K, 2]`` in image pixels for every instance of ``dataset`` (its un-augmented crops)."""
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        rows = range(start, min(start + batch_size, len(dataset)))
+        images = dataset.images[start:rows.stop] if dataset.images is not None else \
+            torch.stack([dataset.input_image(i) for i in rows])
+        out.append(predict_keypoints(model, cfg, images, transforms=dataset.transforms[start:rows.stop],
+                                     subpixel=subpixel, batch_size=batch_size, path=path))
     return torch.cat(out) if out else torch.zeros(0, cfg.num_keypoints, 2)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from loclab.errors import ConfigError
+
 
 def cpu_has_bf16() -> bool:
     """True when oneDNN reports native BF16 support on this CPU."""
@@ -74,10 +76,10 @@ def resolve_numeric_path(precision: str = "auto", device: torch.device | None = 
         return NumericPath(device, torch.bfloat16, True)
     if precision == "fp16":
         if device.type != "cuda":
-            raise ValueError("fp16 autocast is only supported on CUDA; use bf16 or fp32 on a CPU")
+            raise ConfigError("fp16 autocast is only supported on CUDA; use bf16 or fp32 on a CPU")
         return NumericPath(device, torch.float16, True)
     if precision != "auto":
-        raise ValueError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
+        raise ConfigError(f"unknown precision {precision!r}; choose auto, fp32, bf16 or fp16")
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return NumericPath(device, dtype, True)

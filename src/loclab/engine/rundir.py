@@ -1,4 +1,4 @@
-"""The run directory: one folder per run with a fixed layout (SPEC §5).
+"""The run directory: one folder per run with a fixed layout (docs/run-directory.md).
 
 ```
 RUN/
@@ -26,11 +26,12 @@ import torch
 
 import loclab
 from loclab.config import TrainConfig, to_dict
-from loclab.engine.checkpoint import atomic_write_bytes
+from loclab.atomic import write_json_atomic
 from loclab.engine.precision import NumericPath, resolve_numeric_path
+from loclab.errors import LoclabError
 
 
-class RunDirError(RuntimeError):
+class RunDirError(LoclabError, RuntimeError):
     """The output directory cannot be used."""
 
 
@@ -48,9 +49,12 @@ def prepare_run_dir(run_dir: Path) -> Path:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    payload = json.dumps(data, indent=1, sort_keys=False).encode()
-    atomic_write_bytes(Path(path), lambda f: f.write(payload))
+    """Write a run file: JSON indented by 1, atomically (:func:`loclab.atomic.write_json_atomic`).
+
+    NaN is written as ``NaN`` as :func:`json.dumps` does by default; metrics replace undefined values with null
+    before they get here.
+    """
+    write_json_atomic(Path(path), data, indent=1, allow_nan=True)
 
 
 def read_json(path: Path) -> Any:

@@ -12,12 +12,11 @@ Determinism: each epoch re-seeds torch (augmentation, dropout) and the data orde
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,17 @@ from tqdm.auto import tqdm
 
 from loclab.config import TrainConfig
 from loclab.engine import distributed
-from loclab.engine.checkpoint import atomic_write_bytes, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from loclab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from loclab.engine.memory import freed_memory_retained
 from loclab.engine.precision import NumericPath
+from loclab.engine.rundir import write_json
+from loclab.errors import ConfigError, LoclabError
 
 StepFn = Callable[[nn.Module, Any, NumericPath], dict[str, Tensor]]
 EpochHook = Callable[[int, nn.Module], None]
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(LoclabError, RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
@@ -78,7 +79,16 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
         return torch.optim.Adam(groups, lr=o.lr, fused=True)
     if o.name == "adamw":
         return torch.optim.AdamW(groups, lr=o.lr, fused=True)
-    raise ValueError(f"unknown optimizer {o.name!r}; choose sgd, adam or adamw")
+    raise ConfigError(f"unknown optimizer {o.name!r}; choose sgd, adam or adamw")
+
+
+def epochs_for_steps(cfg: TrainConfig, num_train: int) -> TrainConfig:
+    """``cfg`` with ``epochs`` derived from ``steps`` (when set) for a training set of ``num_train`` samples:
+    the fewest whole epochs that make at least ``steps`` optimiser steps (the last partial batch is dropped)."""
+    if cfg.steps <= 0:
+        return cfg
+    per_epoch = max(1, num_train // cfg.batch_size if num_train > cfg.batch_size else 1)
+    return replace(cfg, epochs=max(1, math.ceil(cfg.steps / per_epoch)))
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) -> float:
@@ -90,11 +100,6 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, cfg: TrainConfig) 
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     floor = cfg.schedule.final_lr_fraction
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def _write_log(path: Path, log: list[dict]) -> None:
-    data = json.dumps(log, indent=1).encode()
-    atomic_write_bytes(path, lambda f: f.write(data))
 
 
 def _mean(sums: dict[str, float], n: int) -> dict[str, float]:
@@ -142,6 +147,35 @@ def _run_epoch(model, loader: Iterable, step: StepFn, path: NumericPath, *, opti
             bar.set_postfix(loss=f"{sums['loss_total'] / count:.4f}", refresh=False)
     sums = distributed.all_reduce_sums(sums, count)
     return _mean(sums, int(sums.pop("_count")))
+
+
+@torch.no_grad()
+def recompute_batchnorm_statistics(model: nn.Module, loader: Iterable, step: StepFn, path: NumericPath,
+                                   max_batches: int) -> None:
+    """Replace every BatchNorm layer's running statistics by their exact average over ``max_batches`` training
+    batches, run through ``step`` in training mode without gradients ("precise BatchNorm").
+
+    The running averages that BatchNorm keeps while training trail the weights; on a few hundred images trained
+    at a high learning rate they can trail so far that the model scores far worse in eval mode than in training
+    mode on the very same images. Recomputing them for the current weights removes that gap.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers or max_batches <= 0:
+        return
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    model.train()
+    try:
+        for i, batch in enumerate(loader):
+            if i >= max_batches:
+                break
+            with path.autocast():
+                step(model, batch, path)
+    finally:
+        for m, momentum in zip(layers, momenta):
+            m.momentum = momentum
 
 
 def _batch_size(batch: Any) -> int:
@@ -213,6 +247,7 @@ def fit(
                                           scheduler=scheduler, scaler=scaler, grad_clip=cfg.grad_clip,
                                           epoch=epoch, bar=bar)
             train_time = time.perf_counter() - t0
+            recompute_batchnorm_statistics(model, train_loader, step, path, cfg.precise_bn_batches)
             with torch.no_grad():
                 val_losses = _run_epoch(model, val_loader, step, path, epoch=epoch)
             record = {
@@ -242,7 +277,7 @@ def fit(
                     "log": log,
                     "rng": rng_state(),
                 })
-                _write_log(files.log, log)
+                write_json(files.log, log)
                 tqdm.write(
                     f"{desc} epoch {epoch + 1}/{cfg.epochs}  train {train_losses['loss_total']:.4f}  "
                     f"val {val_losses['loss_total']:.4f}{' *' if improved else ''}  "
@@ -256,12 +291,14 @@ def fit(
 
 
 def _loader(dataset: Dataset, collate_fn: Callable, cfg: TrainConfig, *, shuffle: bool) -> DataLoader:
-    # Datasets hold decoded tensors in memory, so worker processes would only add IPC overhead.
+    # Datasets that hold decoded tensors in memory ask for no workers (they would only add IPC overhead);
+    # datasets too large for memory decode in workers (their ``num_workers``).
     sampler = distributed.sampler(dataset, shuffle=shuffle, seed=cfg.seed)
     generator = torch.Generator()
     return DataLoader(dataset, batch_size=distributed.per_rank_batch(cfg.batch_size), shuffle=shuffle and sampler is None,
                       sampler=sampler,
-                      collate_fn=collate_fn, num_workers=0, generator=generator,
+                      collate_fn=collate_fn, num_workers=getattr(dataset, "num_workers", 0), generator=generator,
+                      persistent_workers=getattr(dataset, "num_workers", 0) > 0,
                       # a final batch of one would break BatchNorm in training
                       drop_last=shuffle and len(dataset) > cfg.batch_size)
 

@@ -1,4 +1,4 @@
-"""Detection evaluation (SPEC §2.5): AP under three conventions, scale and anchor analyses, the run's figures.
+"""Detection evaluation (docs/metrics.md): AP under three conventions, scale and anchor analyses, the run's figures.
 
 Entry points with one set of metrics keys: :func:`evaluate_detector_run` (a run directory: predict the val split,
 write ``metrics.json``, ``predictions.json``, ``visualizations/``), :func:`score_detection_files` (any model's
@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from loclab.analysis.coverage import anchor_coverage
 from loclab.analysis.scale import DEFAULT_DISPLAY_THRESHOLD, scale_specialisation
@@ -31,7 +30,7 @@ from loclab.data.datasets import DetectionDataset
 from loclab.data.errors import DataError, RecordError
 from loclab.data.formats import field_int, finite_numbers, is_finite_number, json_type, read_json_list
 from loclab.data.formats_detection import DetectionSplit, load_detection_annotations
-from loclab.engine.detection import detections_to_records, load_detector, predict_images
+from loclab.engine.detection import detections_to_records, load_detector, predict_dataset
 from loclab.engine.precision import resolve_numeric_path
 from loclab.engine.rundir import RunDirError, read_json, write_json
 from loclab.engine.tasks import detection_split
@@ -52,13 +51,18 @@ _PREDICT_BATCH = 32
 
 def ground_truth_table(split: DetectionSplit) -> GroundTruth:
     """The split's boxes as a flat :class:`GroundTruth` over every image of the split (images without boxes too);
-    category ids are the split's labels ``0..C-1``."""
+    category ids are the split's labels ``0..C-1``. The split's ``difficult`` flags, when it has them, are passed on
+    (difficult boxes are ignored by AP as in the VOC devkit)."""
     ids = [record.id for record in split.images]
+    difficult = getattr(split, "difficult", None)  # per-image bool [n_i], or None when the split has no flags
+    if difficult is not None:
+        difficult = np.concatenate([np.asarray(d, dtype=bool).reshape(-1) for d in difficult]) if ids else np.zeros(0)
     return GroundTruth(
         image_id=np.repeat(np.asarray(ids, dtype=np.int64), [len(b) for b in split.boxes]),
         category_id=torch.cat(split.labels).numpy() if ids else np.zeros(0),
         boxes=torch.cat(split.boxes).numpy() if ids else np.zeros((0, 4)),
         image_ids=ids,
+        difficult=difficult,
     )
 
 
@@ -271,11 +275,10 @@ def evaluate_detector_run(run_dir: Path | str, data_root: Path | str | None = No
     if cfg.train.num_threads:  # as in training: 0 leaves torch's default
         torch.set_num_threads(cfg.train.num_threads)
     split = detection_split(root, "val")
-    images = DetectionDataset(split, progress=progress).images
+    dataset = DetectionDataset(split, image_size=cfg.image_size, progress=progress)
     path = resolve_numeric_path(cfg.train.precision)
-    start, detections = time.perf_counter(), []
-    for first in tqdm(range(0, len(images), _PREDICT_BATCH), desc="evaluating", unit="batch", disable=not progress):
-        detections += predict_images(model, cfg, images[first:first + _PREDICT_BATCH], path=path)
+    start = time.perf_counter()
+    detections = predict_dataset(model, cfg, dataset, batch_size=_PREDICT_BATCH, path=path, progress=progress)
     seconds = time.perf_counter() - start
     image_ids = [record.id for record in split.images]
     records = detections_to_records(image_ids, detections)
@@ -284,16 +287,18 @@ def evaluate_detector_run(run_dir: Path | str, data_root: Path | str | None = No
     table, scales = predictions_table(records, split, "xyxy", run_dir / "predictions.json")
     metrics = evaluate_detections(split, image_ids, table, scales, display_threshold=cfg.display_threshold,
                                   num_scales=len(cfg.feature_map_sizes))
-    anchors = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size)
-    metrics["anchor_coverage"] = _json_ready(anchor_coverage(split, anchors, pos_threshold=cfg.pos_threshold,
+    # anchors live in the model input, so coverage and sizes are measured on the letterboxed boxes
+    anchors = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size, aspect_ratios=cfg.anchor_ratios)
+    metrics["anchor_coverage"] = _json_ready(anchor_coverage(dataset.input_split, anchors, pos_threshold=cfg.pos_threshold,
                                                              neg_threshold=cfg.neg_threshold,
                                                              min_best_iou=cfg.min_best_iou))
-    metrics["object_sizes"] = _json_ready(object_size_distribution(split))
+    metrics["object_sizes"] = _json_ready(object_size_distribution(dataset.input_split))
     metrics["run"] = {
         "checkpoint": str(run_dir / "best_model.pth"), "data_root": str(root), "split": "val", "model": cfg.model,
         "feature_map_sizes": list(cfg.feature_map_sizes), "anchor_sizes": [list(s) for s in cfg.anchor_sizes],
         "score_threshold": cfg.score_threshold, "nms_iou": cfg.nms_iou, "max_detections": cfg.max_detections,
-        "numeric_path": path.name, "predict_seconds": seconds, "images_per_s": len(images) / max(seconds, 1e-9),
+        "numeric_path": path.name, "predict_seconds": seconds, "images_per_s": len(dataset) / max(seconds, 1e-9),
+        "image_size": cfg.image_size, "anchor_ratios": cfg.anchor_ratios and [list(r) for r in cfg.anchor_ratios],
     }
     write_json(run_dir / "predictions.json", records)
     write_json(run_dir / "metrics.json", metrics)

@@ -4,9 +4,11 @@ All coordinates are ``(x, y)`` image pixels (pixel-centre convention, ``docs/arc
 A keypoint is correct at threshold ``t`` when ``distance / norm <= t`` (:mod:`loclab.metrics.pck`); results are
 keyed by the threshold written as ``"0.05"``, ``"0.1"``, ``"0.15"``, ``"0.2"`` so that they survive JSON.
 
-Prediction files (``RUN/predictions.json`` and ``loclab eval keypoints --pred``) are a JSON array of
-``{"image_id": int, "keypoints": [[x, y], ...]}`` with one record per image and ``K`` points in the order of the
-annotation file's keypoint names.
+PCK is per instance (any number per image): unlabelled keypoints are left out of numerator and denominator
+(:mod:`loclab.metrics.pck_instances`). Prediction files (``RUN/predictions.json`` and ``loclab eval keypoints
+--pred``) are loclab's ``{"image_id": int, "keypoints": [[x, y], ...]}`` records (one per image) or COCO keypoint
+results (any number per image); :mod:`loclab.evaluation.keypoint_predictions` reads both and states the rule that
+matches predicted to ground-truth instances.
 """
 
 from __future__ import annotations
@@ -15,27 +17,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
-
 from loclab.config import KeypointConfig, from_dict
 from loclab.data.errors import DataError
-from loclab.data.formats import is_finite_number, json_type, read_json_list
-from loclab.data.formats_keypoints import KeypointSplit, load_keypoint_annotations
-from loclab.engine.keypoints import checkpoint_name, load_keypoint_model, make_dataset, output_type, predict_keypoints
+from loclab.data.formats_keypoints import load_keypoint_annotations
+from loclab.engine.keypoints import checkpoint_name, load_keypoint_model, make_dataset, output_type, predict_dataset
 from loclab.engine.rundir import RunDirError, read_json, write_json
 from loclab.engine.tasks import keypoint_split
-from loclab.metrics.pck import (
-    DEFAULT_THRESHOLDS,
-    KEYPOINT_NAMES,
-    ArrayLike,
-    NormalizeBy,
-    best_hand_assignment,
-    compute_pck,
-    compute_pck_per_keypoint,
-    compute_pck_swap_aware,
-    keypoint_distances,
-    pck_ambiguity_ceiling,
+from loclab.errors import ConfigError
+from loclab.evaluation.keypoint_predictions import (  # noqa: F401  (read_keypoint_predictions: re-exported)
+    coco_result_records,
+    match_keypoint_predictions,
+    prediction_records,
+    read_keypoint_predictions,
+)
+from loclab.metrics.pck import DEFAULT_THRESHOLDS, KEYPOINT_NAMES, ArrayLike, keypoint_distances, pck_ambiguity_ceiling
+from loclab.metrics.pck_instances import (
+    Norm,
+    best_pair_assignment,
+    compute_pck_pair_aware,
+    compute_pck_per_keypoint_visible,
+    compute_pck_visible,
+    mean_error_px,
 )
 
 PCK_RULE_PREFIX = "correct when distance / norm <= threshold"
@@ -43,9 +45,14 @@ NORM_RULES = {
     "bbox": "bbox norm = diagonal of the box around the image's ground-truth keypoints",
     "torso": "torso norm = distance from the head to the midpoint of the two feet",
 }
+PAIR_NORM = "pair:"  # --normalize pair:NAME_A,NAME_B
 VIS_DIR = "visualizations"
 NUM_PREDICTION_IMAGES = 10
-_SHOWN_IDS = 5  # how many ids an error message lists
+# Why a ceiling is not reported for data outside the reference format.
+CEILING_NOT_IDENTICAL = ("not computed: the ceiling assumes the keypoints of a symmetric pair are drawn identically, "
+                         "so that their labels cannot be told from the pixels; that holds for the reference stick "
+                         "figures' hands, not for {format} data, whose left and right sides differ in context")
+CEILING_NO_PAIR = "not computed: the skeleton has no symmetric pair"
 
 
 def threshold_key(threshold: float) -> str:
@@ -53,14 +60,40 @@ def threshold_key(threshold: float) -> str:
     return f"{float(threshold):g}"
 
 
-def pck_rule(normalize_by: NormalizeBy) -> str:
-    """The stated correctness rule for ``normalize_by`` (``'bbox'`` or ``'torso'``)."""
+def _pair_names(normalize_by: str) -> tuple[str, str] | None:
+    if not normalize_by.startswith(PAIR_NORM):
+        return None
+    names = [n.strip() for n in normalize_by[len(PAIR_NORM):].split(",")]
+    if len(names) != 2 or not all(names) or names[0] == names[1]:
+        raise ConfigError(f"--normalize {normalize_by!r}: expected pair:NAME_A,NAME_B with two different keypoint names")
+    return names[0], names[1]
+
+
+def pck_rule(normalize_by: str) -> str:
+    """The stated correctness rule for ``normalize_by`` (``'bbox'``, ``'torso'`` or ``'pair:NAME_A,NAME_B'``)."""
+    pair = _pair_names(normalize_by) if isinstance(normalize_by, str) else None
+    if pair is not None:
+        return (f"{PCK_RULE_PREFIX}; pair norm = distance between {pair[0]} and {pair[1]} (instances where either "
+                "is unlabelled are not scored)")
     if normalize_by not in NORM_RULES:
-        raise ValueError(f"normalize_by must be 'bbox' or 'torso', got {normalize_by!r}")
+        raise ConfigError(f"normalize_by must be 'bbox', 'torso' or 'pair:NAME_A,NAME_B', got {normalize_by!r}")
     return f"{PCK_RULE_PREFIX}; {NORM_RULES[normalize_by]}"
 
 
-def _keyed(values: dict[float, float]) -> dict[str, float]:
+def resolve_norm(normalize_by: str, names: Sequence[str]) -> Norm:
+    """``'bbox'`` / ``'torso'`` as they are; ``'pair:A,B'`` -> the index pair of the keypoints named A and B."""
+    pair = _pair_names(normalize_by)
+    if pair is None:
+        pck_rule(normalize_by)  # validates
+        return normalize_by
+    missing = [n for n in pair if n not in names]
+    if missing:
+        raise ConfigError(f"--normalize {normalize_by!r}: no keypoint named {', '.join(missing)} "
+                          f"(the keypoints are {', '.join(names)})")
+    return names.index(pair[0]), names.index(pair[1])
+
+
+def _keyed(values: dict[float, float | None]) -> dict[str, float | None]:
     return {threshold_key(t): v for t, v in values.items()}
 
 
@@ -74,39 +107,66 @@ def _hand_indices(names: Sequence[str]) -> tuple[int, int] | None:
 def keypoint_metrics(
     predictions: ArrayLike,
     ground_truths: ArrayLike,
-    normalize_by: NormalizeBy = "bbox",
+    normalize_by: str = "bbox",
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     *,
     keypoint_names: Sequence[str] | None = None,
+    visible: ArrayLike | None = None,
+    symmetric_pairs: Sequence[tuple[int, int]] | None = None,
+    identical_pairs: bool | None = None,
+    data_format: str = "this",
+    num_images: int | None = None,
 ) -> dict[str, Any]:
-    """PCK report for ``predictions`` vs ``ground_truths``, both ``[N, K, 2]`` pixels, ``N >= 1``.
+    """PCK report for ``predictions`` vs ``ground_truths``, both ``[M, K, 2]`` pixels, one row per instance.
 
     Returns a JSON-ready dict:
 
-    * ``pck``: ``{"0.05": fraction, ...}`` standard PCK over all images and keypoints.
-    * ``pck_swap``: swap-aware PCK, the two hands matched per image in the closer order (SPEC §1.2: the hand
-      labels cannot be told from the pixels). ``None`` when the skeleton has no left/right hand.
-    * ``per_keypoint`` / ``per_keypoint_swap``: ``{name: {"0.05": fraction, ...}}``.
+    * ``pck``: ``{"0.05": fraction, ...}`` standard PCK over all instances and labelled keypoints.
+    * ``pck_swap``: swap-aware PCK, the two keypoints of each symmetric pair matched per instance in the better
+      order (the stick figures' hand labels cannot be told from the pixels: docs/metrics.md, 'Hand ambiguity').
+      ``None`` when the skeleton has no symmetric pair.
+    * ``per_keypoint`` / ``per_keypoint_swap``: ``{name: {"0.05": fraction, ...}}`` (``None`` for a keypoint
+      that is never labelled).
     * ``ceiling``: :func:`pck_ambiguity_ceiling` of these ground truths, the best expected standard PCK of a
-      perfect localiser that must guess the hand labels (``None`` without hands).
+      perfect localiser that must guess the hand labels; only for one pair drawn identically (``ceiling_note``
+      says why it is ``None`` otherwise).
     * ``normalize_by``, ``pck_rule`` (the stated rule), ``thresholds`` (the keys, in order),
-      ``mean_error_px`` / ``mean_error_px_swap`` (mean Euclidean distance over all keypoints),
-      ``num_images`` (N), ``keypoint_names``.
+      ``mean_error_px`` / ``mean_error_px_swap`` (mean Euclidean distance over labelled, predicted keypoints),
+      ``num_images``, ``num_instances``, ``keypoint_names``, ``swap_pairs`` (the pairs by name).
 
-    ``keypoint_names`` defaults to the stick-figure names (SPEC §1.2) for ``K = 5``, else ``kp0, kp1, ...``;
-    the hands are the keypoints named ``left_hand`` and ``right_hand``.
+    ``keypoint_names`` defaults to the stick-figure names (docs/data-formats.md, 'Stick figures') for ``K = 5``,
+    else ``kp0, kp1, ...``. ``visible`` (bool ``[M, K]``, default all) marks labelled keypoints. ``normalize_by``:
+    ``'bbox'``, ``'torso'`` or ``'pair:NAME_A,NAME_B'``. ``symmetric_pairs`` defaults to the keypoints named
+    ``left_hand`` and ``right_hand``; ``identical_pairs`` (default: whether that default found the hands) says
+    whether the pairs are drawn identically, which the ceiling needs; ``data_format`` names the data in the note.
+    ``num_images`` defaults to ``M``. With every keypoint visible, at most one pair and a ``bbox``/``torso`` norm,
+    every number is what the single-figure metrics of :mod:`loclab.metrics.pck` give.
     """
     rule = pck_rule(normalize_by)
-    distances = keypoint_distances(predictions, ground_truths)  # validates shapes, N >= 1
+    distances = keypoint_distances(predictions, ground_truths)  # validates shapes, M >= 1
     num_keypoints = distances.shape[1]
     if keypoint_names is None:
         default = num_keypoints == len(KEYPOINT_NAMES)
         keypoint_names = KEYPOINT_NAMES if default else [f"kp{k}" for k in range(num_keypoints)]
     names = list(keypoint_names)
-    hands = _hand_indices(names)
+    norm = resolve_norm(normalize_by, names)
+    if symmetric_pairs is None:
+        hands = _hand_indices(names)
+        pairs = [hands] if hands is not None else []
+        identical_pairs = hands is not None if identical_pairs is None else identical_pairs
+    else:
+        pairs = [(int(a), int(b)) for a, b in symmetric_pairs]
+    if not pairs:
+        note = CEILING_NO_PAIR
+    elif not identical_pairs:
+        note = CEILING_NOT_IDENTICAL.format(format=data_format)
+    elif len(pairs) > 1:
+        note = "not computed: the ceiling is defined for a single pair of identically drawn keypoints"
+    else:
+        note = None
 
     metrics: dict[str, Any] = {
-        "pck": _keyed(compute_pck(predictions, ground_truths, thresholds, normalize_by)),
+        "pck": _keyed(compute_pck_visible(predictions, ground_truths, thresholds, norm, visible=visible)),
         "pck_swap": None,
         "per_keypoint": {},
         "per_keypoint_swap": None,
@@ -114,115 +174,55 @@ def keypoint_metrics(
         "normalize_by": normalize_by,
         "pck_rule": rule,
         "thresholds": [threshold_key(t) for t in thresholds],
-        "mean_error_px": distances.mean().item(),
+        "mean_error_px": mean_error_px(predictions, ground_truths, visible=visible),
         "mean_error_px_swap": None,
-        "num_images": int(distances.shape[0]),
+        "num_images": int(distances.shape[0]) if num_images is None else int(num_images),
         "keypoint_names": names,
+        "num_instances": int(distances.shape[0]),
+        "swap_pairs": [[names[a], names[b]] for a, b in pairs],
+        "ceiling_note": note,
     }
-    per_kp = compute_pck_per_keypoint(predictions, ground_truths, thresholds, normalize_by, names)
+    per_kp = compute_pck_per_keypoint_visible(predictions, ground_truths, thresholds, norm, names, visible=visible)
     metrics["per_keypoint"] = {name: _keyed(v) for name, v in per_kp.items()}
-    if hands is not None:
-        matched, _ = best_hand_assignment(predictions, ground_truths, hands)
-        swap = compute_pck_swap_aware(predictions, ground_truths, thresholds, normalize_by, hands)
+    if pairs:
+        matched, _ = best_pair_assignment(predictions, ground_truths, pairs, visible=visible)
+        swap = compute_pck_pair_aware(predictions, ground_truths, pairs, thresholds, norm, visible=visible)
         metrics["pck_swap"] = _keyed(swap)
-        per_swap = compute_pck_per_keypoint(matched, ground_truths, thresholds, normalize_by, names)
+        per_swap = compute_pck_per_keypoint_visible(matched, ground_truths, thresholds, norm, names, visible=visible)
         metrics["per_keypoint_swap"] = {name: _keyed(v) for name, v in per_swap.items()}
-        metrics["ceiling"] = _keyed(pck_ambiguity_ceiling(ground_truths, thresholds, normalize_by, hands))
-        metrics["mean_error_px_swap"] = keypoint_distances(matched, ground_truths).mean().item()
+        metrics["mean_error_px_swap"] = mean_error_px(matched, ground_truths, visible=visible)
+    if note is None and isinstance(norm, tuple):
+        metrics["ceiling_note"] = "not computed for a pair norm"
+    elif note is None:
+        metrics["ceiling"] = _keyed(pck_ambiguity_ceiling(ground_truths, thresholds, norm, pairs[0]))
     return metrics
 
 
-# --------------------------------------------------------------------------------------------- prediction files
+# ------------------------------------------------------------------------------------------------ file scoring
 
 
-def _read_json_array(path: Path) -> list[Any]:
-    return read_json_list(path, "prediction file", '{"image_id": int, "keypoints": [[x, y], ...]} records')
+def score_keypoint_files(gt_path: Path | str, pred_path: Path | str, normalize_by: str = "bbox") -> dict:
+    """PCK of a prediction file (loclab's or COCO results) against a keypoint annotation file (reference or COCO).
 
-
-def _point(value: Any) -> list[float] | None:
-    """``[x, y]`` as two finite floats, or ``None`` when it is anything else."""
-    if not isinstance(value, list) or len(value) != 2:
-        return None
-    if not all(is_finite_number(v) for v in value):
-        return None
-    return [float(value[0]), float(value[1])]
-
-
-def read_keypoint_predictions(path: Path | str, split: KeypointSplit) -> Tensor:
-    """Read a prediction file and align it with ``split``: float64 ``[N, K, 2]``, row ``i`` for ``split.images[i]``.
-
-    Raises :class:`DataError` naming the file and the record index for: a top level that is not an array, a
-    record that is not an object or lacks ``image_id``/``keypoints``, a non-integer or unknown or duplicate
-    ``image_id``, a wrong number of keypoints, a point that is not two finite numbers, and images of the split
-    without a prediction (how many, and the first few ids).
-    """
-    path = Path(path)
-    records = _read_json_array(path)
-    row_of = {record.id: i for i, record in enumerate(split.images)}
-    num_keypoints = split.num_keypoints
-    out = torch.zeros(len(split.images), num_keypoints, 2, dtype=torch.float64)
-    seen: dict[int, int] = {}
-    for index, record in enumerate(records):
-        where = f"{path}: record [{index}]"
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: is a JSON {json_type(record)}, expected an object with "
-                            '"image_id" and "keypoints".')
-        missing = [key for key in ("image_id", "keypoints") if key not in record]
-        if missing:
-            raise DataError(f"{where}: missing key(s) {', '.join(repr(k) for k in missing)} "
-                            f"(found keys: {sorted(record)}).")
-        image_id = record["image_id"]
-        if isinstance(image_id, bool) or not isinstance(image_id, int):
-            raise DataError(f"{where}: \"image_id\" is {image_id!r}, expected an integer.")
-        where = f"{path}: record [{index}] (image_id {image_id})"
-        if image_id not in row_of:
-            raise DataError(f"{where}: image_id {image_id} is not an image of {split.annotation_file}.")
-        if image_id in seen:
-            raise DataError(f"{where}: duplicate image_id, already predicted by record [{seen[image_id]}].")
-        seen[image_id] = index
-        points = record["keypoints"]
-        if not isinstance(points, list) or len(points) != num_keypoints:
-            count = f"{len(points)} keypoints" if isinstance(points, list) else f"a JSON {json_type(points)}"
-            raise DataError(f"{where}: \"keypoints\" has {count}, expected {num_keypoints} [x, y] pairs "
-                            f"({', '.join(split.keypoint_names)}).")
-        for k, raw in enumerate(points):
-            point = _point(raw)
-            if point is None:
-                raise DataError(f"{where}: keypoint {k} ({split.keypoint_names[k]}) is {raw!r}, "
-                                "expected [x, y] with two finite numbers.")
-            out[row_of[image_id], k] = torch.tensor(point, dtype=torch.float64)
-    absent = [record.id for record in split.images if record.id not in seen]
-    if absent:
-        shown = ", ".join(str(i) for i in absent[:_SHOWN_IDS]) + (", ..." if len(absent) > _SHOWN_IDS else "")
-        raise DataError(f"{path}: {len(absent)} of {len(split.images)} images of {split.annotation_file} have no "
-                        f"prediction (image ids {shown}).")
-    return out
-
-
-def prediction_records(image_ids: Sequence[int], keypoints: ArrayLike) -> list[dict[str, Any]]:
-    """``[{"image_id", "keypoints": [[x, y], ...]}, ...]`` for ``keypoints [N, K, 2]`` pixels (the file format)."""
-    points = torch.as_tensor(keypoints).detach().cpu().double().tolist()
-    return [{"image_id": int(i), "keypoints": p} for i, p in zip(image_ids, points)]
-
-
-def score_keypoint_files(gt_path: Path | str, pred_path: Path | str, normalize_by: NormalizeBy = "bbox") -> dict:
-    """PCK of a prediction file against a keypoint annotation file (reference or COCO keypoints).
-
-    Images are not opened (``check_images=False``). Every keypoint must be labelled (COCO ``v > 0``): PCK
-    against an unlabelled position would be silently wrong, so such a file is refused. Returns
-    :func:`keypoint_metrics` plus ``gt_file``, ``pred_file`` and ``gt_format``.
+    Images are not opened (``check_images=False``). Unlabelled keypoints (COCO ``v = 0``) are not scored;
+    ground-truth instances without a matched prediction count as wrong (rule:
+    :mod:`loclab.evaluation.keypoint_predictions`). The ceiling is reported for the reference format only.
+    Returns :func:`keypoint_metrics` plus ``gt_file``, ``pred_file`` and ``gt_format``, and for COCO results
+    ``pred_format``, ``unmatched_instances`` and ``unmatched_predictions``.
     """
     split = load_keypoint_annotations(gt_path, check_images=False)
-    if len(split) == 0:
-        raise DataError(f"{gt_path}: has no images to score.")
-    unlabelled = [record.id for record, vis in zip(split.images, split.visible) if not bool(vis.all())]
-    if unlabelled:
-        raise DataError(f"{gt_path}: {len(unlabelled)} image(s) have unlabelled keypoints (COCO v = 0), e.g. image "
-                        f"id {unlabelled[0]}; PCK needs every keypoint labelled.")
-    predictions = read_keypoint_predictions(pred_path, split)
-    metrics = keypoint_metrics(predictions, split.keypoints.double(), normalize_by,
-                               keypoint_names=split.keypoint_names)
-    return {**metrics, "gt_file": str(gt_path), "pred_file": str(pred_path), "gt_format": split.format}
+    if split.num_instances == 0:
+        raise DataError(f"{gt_path}: has no {'images' if len(split) == 0 else 'instances'} to score.")
+    matched = match_keypoint_predictions(pred_path, split)
+    metrics = keypoint_metrics(matched.keypoints, split.keypoints.double(), normalize_by,
+                               keypoint_names=split.keypoint_names, visible=split.visible,
+                               symmetric_pairs=split.symmetric_pairs, identical_pairs=split.format == "reference",
+                               data_format=split.format, num_images=len(split))
+    result = {**metrics, "gt_file": str(gt_path), "pred_file": str(pred_path), "gt_format": split.format}
+    if matched.format != "loclab":
+        result.update({"pred_format": matched.format, "unmatched_instances": matched.unmatched_instances,
+                       "unmatched_predictions": matched.unmatched_predictions})
+    return result
 
 
 # --------------------------------------------------------------------------------------------- run directories
@@ -238,7 +238,7 @@ def run_data_root(run_dir: Path, data_root: Path | str | None) -> Path:
 
 
 def evaluate_keypoint_run(
-    run_dir: Path | str, data_root: Path | str | None = None, normalize_by: NormalizeBy = "bbox"
+    run_dir: Path | str, data_root: Path | str | None = None, normalize_by: str = "bbox"
 ) -> dict[str, Any]:
     """Evaluate a trained keypoint run on the validation split and write its metrics, predictions and figures.
 
@@ -246,8 +246,9 @@ def evaluate_keypoint_run(
     :func:`checkpoint_name` (``heatmap_model.pth``, ``regression_model.pth``, ...), which carries the model's
     config. Heatmap models are decoded twice: sub-pixel (the headline ``pck``/``pck_swap``) and plain argmax
     (``pck_argmax``, ``pck_swap_argmax``, ``mean_error_px_argmax``). Writes ``RUN/metrics.json`` and
-    ``RUN/predictions.json`` (sub-pixel predictions, the file format of :func:`score_keypoint_files`)
-    atomically (figures: :func:`loclab.report.figures.write_keypoint_run_figures`). Returns the metrics dict.
+    ``RUN/predictions.json`` (sub-pixel predictions in image pixels: loclab's format for the reference layout,
+    COCO results otherwise; both are what :func:`score_keypoint_files` reads) atomically (figures:
+    :func:`loclab.report.figures.write_keypoint_run_figures`). Returns the metrics dict.
     """
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
@@ -257,20 +258,25 @@ def evaluate_keypoint_run(
     weights = run_dir / checkpoint_name(from_dict(KeypointConfig, config["keypoints"]))
     model, cfg = load_keypoint_model(weights)
     dataset = make_dataset(keypoint_split(root, "val"), cfg)
+    split = dataset.split
     gts = dataset.keypoints.double()
-    names = list(dataset.keypoint_names)
-    preds = predict_keypoints(model, cfg, dataset.images, subpixel=True)
-    metrics = keypoint_metrics(preds, gts, normalize_by, keypoint_names=names)
+    options = {"keypoint_names": list(dataset.keypoint_names), "visible": dataset.visible,
+               "symmetric_pairs": split.symmetric_pairs, "identical_pairs": split.format == "reference",
+               "data_format": split.format, "num_images": len(split)}
+    preds = predict_dataset(model, cfg, dataset, subpixel=True)  # image pixels, through each inverse crop
+    metrics = keypoint_metrics(preds, gts, normalize_by, **options)
     is_heatmap = output_type(cfg) == "heatmap"
     metrics["decoding"] = "subpixel" if is_heatmap else "regression"
     if is_heatmap:
-        argmax = keypoint_metrics(predict_keypoints(model, cfg, dataset.images, subpixel=False), gts, normalize_by,
-                                  keypoint_names=names)
+        argmax = keypoint_metrics(predict_dataset(model, cfg, dataset, subpixel=False), gts, normalize_by, **options)
         metrics["pck_argmax"] = argmax["pck"]
         metrics["pck_swap_argmax"] = argmax["pck_swap"]
         metrics["mean_error_px_argmax"] = argmax["mean_error_px"]
     metrics.update({"model": cfg.model, "split": "val", "data_root": str(root), "checkpoint": weights.name})
-    write_json(run_dir / "predictions.json", prediction_records(dataset.image_ids, preds))
+    one_per_image = split.format == "reference" and split.num_instances == len(split)
+    records = prediction_records(dataset.image_ids, preds) if one_per_image else \
+        coco_result_records(dataset.image_ids, preds)
+    write_json(run_dir / "predictions.json", records)
     write_json(run_dir / "metrics.json", metrics)
     return metrics
 
@@ -280,7 +286,10 @@ def summary_line(metrics: dict[str, Any]) -> str:
     def row(values: dict[str, float] | None) -> str:
         return "  ".join(f"@{k} {v:.3f}" for k, v in (values or {}).items())
 
-    parts = [f"{metrics.get('model', 'keypoints')} ({metrics['num_images']} images, norm {metrics['normalize_by']})",
+    count = f"{metrics['num_images']} images"
+    if metrics.get("num_instances", metrics["num_images"]) != metrics["num_images"]:
+        count += f", {metrics['num_instances']} instances"
+    parts = [f"{metrics.get('model', 'keypoints')} ({count}, norm {metrics['normalize_by']})",
              f"PCK {row(metrics['pck'])}"]
     if metrics.get("pck_swap"):
         parts.append(f"swap-aware {row(metrics['pck_swap'])}")
@@ -288,5 +297,6 @@ def summary_line(metrics: dict[str, Any]) -> str:
         parts.append(f"argmax {row(metrics['pck_argmax'])}")
     if metrics.get("ceiling"):
         parts.append(f"ceiling {row(metrics['ceiling'])}")
-    parts.append(f"mean error {metrics['mean_error_px']:.2f} px")
+    if metrics.get("mean_error_px") is not None:
+        parts.append(f"mean error {metrics['mean_error_px']:.2f} px")
     return " | ".join(parts)

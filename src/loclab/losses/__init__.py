@@ -9,5 +9,9 @@ from .keypoints import (
     hand_invariant_heatmap_loss,
     hand_invariant_spatial_cross_entropy,
     heatmap_mse_loss,
+    pair_invariant_coordinate_l1,
+    pair_invariant_coordinate_mse,
+    pair_invariant_heatmap_loss,
+    pair_invariant_spatial_cross_entropy,
     spatial_cross_entropy_loss,
 )

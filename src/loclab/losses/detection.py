@@ -1,4 +1,4 @@
-"""Single-shot detection loss (SPEC §2.3)."""
+"""Single-shot detection loss (docs/detection.md, 'Loss')."""
 
 from __future__ import annotations
 

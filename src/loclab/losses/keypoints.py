@@ -4,21 +4,29 @@ Shapes: heatmaps ``[B, K, H, W]``; coordinates ``[B, 2K]`` flattened ``[x0, y0, 
 docs/architecture.md). Every loss returns a scalar mean and is vectorised over the batch.
 
 Why hand-invariant losses: the two hands are drawn identically and their angles share one distribution
-(SPEC §1.2), so which one is "left" cannot be read from the pixels. A plain loss then pulls both predicted hands
-towards the average of the two possible positions. The invariant losses score each sample against whichever
+(docs/data-formats.md, 'Stick figures'), so which one is "left" cannot be read from the pixels. A plain loss then
+pulls both predicted hands towards the average of the two possible positions. The invariant losses score each sample against whichever
 hand order fits the prediction better, so the model is not punished for an unknowable label.
 :func:`canonical_hand_order` is the alternative: relabel the targets so the label becomes learnable.
+The ``pair_invariant_*`` losses generalise this to any set of symmetric pairs (a dataset's left/right parts).
+
+Visibility: every loss takes an optional ``visible`` mask ``[B, K]`` (bool or 0/1; 0 = not labelled, or pushed out
+of the crop by augmentation). Masked keypoints contribute nothing, and the loss is the mean over the visible
+keypoints of each keypoint's mean loss (for ``[B, K, H, W]`` MSE: ``sum_visible mean_HW (p - t)^2 / #visible``).
+When ``visible`` is ``None`` or all true, the original unmasked computation runs unchanged, so every
+fully labelled dataset (the stick figures) trains bit for bit as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 HAND_INDICES: tuple[int, int] = (1, 2)
+Pairs = Sequence[tuple[int, int]]
 
 
 def _check_same_shape(pred: Tensor, target: Tensor) -> None:
@@ -36,22 +44,54 @@ def _swap_order(num_keypoints: int, hand_indices: tuple[int, int]) -> list[int]:
     return order
 
 
-def heatmap_mse_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error over all elements of ``[B, K, H, W]`` heatmaps (pred = raw logits); scalar."""
+def _all_visible(visible: Tensor | None) -> bool:
+    return visible is None or bool(visible.all())
+
+
+def _masked_mean(per_keypoint: Tensor, visible: Tensor) -> Tensor:
+    """Mean of ``per_keypoint [B, K]`` over the visible entries (0 when none is visible); scalar."""
+    weights = (visible != 0).to(per_keypoint.dtype)
+    return (per_keypoint * weights).sum() / weights.sum().clamp_min(1)
+
+
+def _squared(p: Tensor, t: Tensor) -> Tensor:
+    return (p - t) ** 2
+
+
+def _absolute(p: Tensor, t: Tensor) -> Tensor:
+    return (p - t).abs()
+
+
+def _per_keypoint(elementwise: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """``[B, K, ...]`` pred/target -> ``[B, K]`` mean of ``elementwise`` over each keypoint's elements."""
+    return lambda p, t: elementwise(p, t).flatten(2).mean(dim=2)
+
+
+def heatmap_mse_loss(pred: Tensor, target: Tensor, visible: Tensor | None = None) -> Tensor:
+    """Mean squared error over all elements of ``[B, K, H, W]`` heatmaps (pred = raw logits); scalar.
+    ``visible [B, K]`` leaves masked keypoints out (module docstring)."""
     _check_same_shape(pred, target)
-    return F.mse_loss(pred, target)
+    if _all_visible(visible):
+        return F.mse_loss(pred, target)
+    return _masked_mean(_per_keypoint(_squared)(pred, target), visible)
 
 
-def coordinate_mse_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean squared error over all elements of ``[B, 2K]`` normalised coordinates; scalar."""
+def coordinate_mse_loss(pred: Tensor, target: Tensor, visible: Tensor | None = None) -> Tensor:
+    """Mean squared error over all elements of ``[B, 2K]`` normalised coordinates; scalar.
+    ``visible [B, K]`` leaves masked keypoints (both coordinates) out."""
     _check_same_shape(pred, target)
-    return F.mse_loss(pred, target)
+    if _all_visible(visible):
+        return F.mse_loss(pred, target)
+    return _masked_mean(_per_keypoint(_squared)(_as_keypoint_pairs(pred), _as_keypoint_pairs(target)), visible)
 
 
-def coordinate_l1_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Mean absolute error over all elements of ``[B, 2K]`` normalised coordinates; scalar."""
+def coordinate_l1_loss(pred: Tensor, target: Tensor, visible: Tensor | None = None) -> Tensor:
+    """Mean absolute error over all elements of ``[B, 2K]`` normalised coordinates; scalar.
+    ``visible [B, K]`` leaves masked keypoints out."""
     _check_same_shape(pred, target)
-    return F.l1_loss(pred, target)
+    if _all_visible(visible):
+        return F.l1_loss(pred, target)
+    return _masked_mean(_per_keypoint(_absolute)(_as_keypoint_pairs(pred), _as_keypoint_pairs(target)), visible)
 
 
 def _min_over_hand_orders(
@@ -93,16 +133,18 @@ def _spatial_ce(pred: Tensor, target: Tensor) -> Tensor:
     return -(t * log_probs).sum(dim=-1)
 
 
-def spatial_cross_entropy_loss(pred: Tensor, target: Tensor) -> Tensor:
+def spatial_cross_entropy_loss(pred: Tensor, target: Tensor, visible: Tensor | None = None) -> Tensor:
     """Heatmaps as spatial distributions: per keypoint, cross-entropy of ``softmax(pred)`` over ``H*W`` against
-    the Gaussian target normalised to sum 1; mean over batch and keypoints; scalar.
+    the Gaussian target normalised to sum 1; mean over batch and (visible) keypoints; scalar.
 
     Why: with MSE the Gaussian covers a fraction of a percent of the map, so the all-zero map is a strong
     attractor and learning is slow; the spatial softmax gives every keypoint a full-strength gradient.
     Decode with argmax (same as the logits) or sub-pixel on ``softmax`` probabilities.
     """
     _check_same_shape(pred, target)
-    return _spatial_ce(pred, target).mean()
+    if _all_visible(visible):
+        return _spatial_ce(pred, target).mean()
+    return _masked_mean(_spatial_ce(pred, target), visible)
 
 
 def hand_invariant_spatial_cross_entropy(pred: Tensor, target: Tensor,
@@ -146,3 +188,100 @@ def canonical_hand_order(keypoints: Tensor, hand_indices: tuple[int, int] = HAND
         (first[..., 0] == second[..., 0]) & (first[..., 1] > second[..., 1])
     )
     return torch.where(out_of_order[..., None, None], keypoints[..., order, :], keypoints)
+
+
+# ------------------------------------------------------------------------------------------ symmetric pairs
+
+
+def _check_pairs(pairs: Pairs, num_keypoints: int) -> list[tuple[int, int]]:
+    pairs = [(int(a), int(b)) for a, b in pairs]
+    flat = [i for pair in pairs for i in pair]
+    if len(set(flat)) != len(flat) or not all(0 <= i < num_keypoints for i in flat):
+        raise ValueError(f"symmetric pairs {pairs} must use distinct keypoint indices in [0, {num_keypoints})")
+    return pairs
+
+
+def _min_over_pair_orders(given: Tensor, exchanged: Tensor, pairs: list[tuple[int, int]],
+                          visible: Tensor | None) -> Tensor:
+    """Visible-weighted mean loss with, per sample and pair, the better of the two orders of that pair.
+
+    ``given [B, K]``: each keypoint's loss against its own target; ``exchanged [B, K]``: against the target of its
+    pair partner (itself when unpaired). A keypoint counts with the visibility of the target it is scored
+    against, so the denominator (the visible count) is the same in both orders. The total is a sum over
+    keypoints, so choosing each pair's order separately finds the best of all ``2^P`` combinations.
+    """
+    weights = torch.ones_like(given) if visible is None else (visible != 0).to(given.dtype)
+    order = list(range(given.shape[1]))
+    for a, b in pairs:
+        order[a], order[b] = b, a
+    paired = {i for pair in pairs for i in pair}
+    unpaired = [k for k in range(given.shape[1]) if k not in paired]
+    total = (given[:, unpaired] * weights[:, unpaired]).sum()
+    swapped_weights = weights[:, order]
+    for a, b in pairs:
+        as_given = given[:, a] * weights[:, a] + given[:, b] * weights[:, b]
+        crossed = exchanged[:, a] * swapped_weights[:, a] + exchanged[:, b] * swapped_weights[:, b]
+        total = total + torch.minimum(as_given, crossed).sum()
+    return total / weights.sum().clamp_min(1)
+
+
+def _pair_invariant(pred: Tensor, target: Tensor, pairs: Pairs, visible: Tensor | None,
+                    per_keypoint: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    checked = _check_pairs(pairs, target.shape[1])
+    order = list(range(target.shape[1]))
+    for a, b in checked:
+        order[a], order[b] = b, a
+    return _min_over_pair_orders(per_keypoint(pred, target), per_keypoint(pred, target[:, order]), checked, visible)
+
+
+def pair_invariant_heatmap_loss(pred: Tensor, target: Tensor, pairs: Pairs,
+                                visible: Tensor | None = None) -> Tensor:
+    """Heatmap MSE (``[B, K, H, W]``) invariant to exchanging the targets of each symmetric pair; scalar.
+
+    Per sample and pair the better order counts; ``visible [B, K]`` masks keypoints. With one pair and every
+    keypoint visible this is exactly :func:`hand_invariant_heatmap_loss`; without pairs, :func:`heatmap_mse_loss`.
+    """
+    _check_same_shape(pred, target)
+    if not pairs:
+        return heatmap_mse_loss(pred, target, visible)
+    if len(pairs) == 1 and _all_visible(visible):
+        return hand_invariant_heatmap_loss(pred, target, tuple(pairs[0]))
+    return _pair_invariant(pred, target, pairs, visible, _per_keypoint(_squared))
+
+
+def pair_invariant_spatial_cross_entropy(pred: Tensor, target: Tensor, pairs: Pairs,
+                                         visible: Tensor | None = None) -> Tensor:
+    """:func:`spatial_cross_entropy_loss` invariant to exchanging the targets of each symmetric pair; scalar.
+    One pair, all visible: exactly :func:`hand_invariant_spatial_cross_entropy`."""
+    _check_same_shape(pred, target)
+    if not pairs:
+        return spatial_cross_entropy_loss(pred, target, visible)
+    if len(pairs) == 1 and _all_visible(visible):
+        return hand_invariant_spatial_cross_entropy(pred, target, tuple(pairs[0]))
+    return _pair_invariant(pred, target, pairs, visible, _spatial_ce)
+
+
+def pair_invariant_coordinate_mse(pred: Tensor, target: Tensor, pairs: Pairs,
+                                  visible: Tensor | None = None) -> Tensor:
+    """Coordinate MSE on ``[B, 2K]`` invariant to exchanging the targets of each symmetric pair; scalar.
+    One pair, all visible: exactly :func:`hand_invariant_coordinate_mse`."""
+    _check_same_shape(pred, target)
+    if not pairs:
+        return coordinate_mse_loss(pred, target, visible)
+    if len(pairs) == 1 and _all_visible(visible):
+        return hand_invariant_coordinate_mse(pred, target, tuple(pairs[0]))
+    return _pair_invariant(_as_keypoint_pairs(pred), _as_keypoint_pairs(target), pairs, visible,
+                           _per_keypoint(_squared))
+
+
+def pair_invariant_coordinate_l1(pred: Tensor, target: Tensor, pairs: Pairs,
+                                 visible: Tensor | None = None) -> Tensor:
+    """Coordinate L1 on ``[B, 2K]`` invariant to exchanging the targets of each symmetric pair; scalar.
+    One pair, all visible: exactly :func:`hand_invariant_coordinate_l1`."""
+    _check_same_shape(pred, target)
+    if not pairs:
+        return coordinate_l1_loss(pred, target, visible)
+    if len(pairs) == 1 and _all_visible(visible):
+        return hand_invariant_coordinate_l1(pred, target, tuple(pairs[0]))
+    return _pair_invariant(_as_keypoint_pairs(pred), _as_keypoint_pairs(target), pairs, visible,
+                           _per_keypoint(_absolute))

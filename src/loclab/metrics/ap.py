@@ -10,6 +10,20 @@ image and class with the highest IoU, provided that IoU is ``>= iou_threshold``;
 The VOC devkit differs in small ways (it adds ``+1`` to widths, needs IoU ``> threshold``, and calls a detection
 whose best box is already taken a false positive instead of trying the next box); loclab does not copy those, so
 its three numbers differ only by how the curve is integrated.
+
+Difficult boxes (``GroundTruth.difficult``, Pascal VOC's flag) are never counted among the positives, and a
+detection they absorb is *ignored*: neither a true nor a false positive, it is left out of the precision-recall
+curve. Which detections they absorb depends on the convention, each following its reference tool:
+
+* VOC all-point and VOC07 (the devkit's ``VOCevaldet`` / ``voc_eval.py``): a detection takes the box of highest
+  IoU among the free ordinary boxes *and all difficult boxes* (a difficult box is never used up, so it can absorb
+  any number of detections); it is ignored when that box is difficult. As above, an ordinary box already taken
+  is skipped rather than making the detection a false positive.
+* COCO 101-point (pycocotools' ``ignore`` boxes, ``_ignore`` in ``COCOeval.evaluateImg``): a detection takes the
+  best free ordinary box when one reaches the threshold; only otherwise the best free difficult box, which is then
+  used up like an ordinary one, and the detection is ignored.
+
+Without difficult boxes both rules are the matching above, so results do not change.
 """
 
 from __future__ import annotations
@@ -18,10 +32,12 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
+
+from loclab.ops.boxes import box_iou_numpy
 
 __all__ = [
     "Detections",
@@ -101,6 +117,8 @@ class GroundTruth:
             (their detections are all false positives). Detections on other images are an error.
         iscrowd (ndarray[G] bool or None): accepted for COCO compatibility but not used: every box is evaluated as
             an ordinary object (a warning says so when some box is marked crowd).
+        difficult (ndarray[G] bool or None): Pascal VOC's "difficult" flag. Difficult boxes are not counted as
+            positives and the detections they absorb are ignored (rules in the module docstring); None: none is.
     """
 
     image_id: np.ndarray
@@ -108,6 +126,7 @@ class GroundTruth:
     boxes: np.ndarray
     image_ids: np.ndarray
     iscrowd: np.ndarray | None = None
+    difficult: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         image_id = _as_array(self.image_id, np.int64).reshape(-1)
@@ -126,6 +145,11 @@ class GroundTruth:
             object.__setattr__(self, "iscrowd", iscrowd)
             if iscrowd.any():
                 warnings.warn("GroundTruth: iscrowd is not supported; crowd boxes are evaluated as ordinary boxes")
+        if self.difficult is not None:
+            difficult = _as_array(self.difficult, bool).reshape(-1)
+            if len(difficult) != len(image_id):
+                raise ValueError("GroundTruth: difficult must have one entry per box")
+            object.__setattr__(self, "difficult", difficult)
 
     def __len__(self) -> int:
         return len(self.image_id)
@@ -136,27 +160,21 @@ class MatchResult:
     """Outcome of :func:`match_detections`.
 
     Attributes:
-        is_tp (ndarray[D] bool): whether each detection (in the order given) matched a ground-truth box.
-        matched_gt (ndarray[D] int64): row of the matched box in the ground-truth table, -1 if none.
-        num_gt (dict[int, int]): number of ground-truth boxes per class id (classes with boxes only).
+        is_tp (ndarray[D] bool): whether each detection (in the order given) matched a counted ground-truth box.
+        matched_gt (ndarray[D] int64): row of the matched box in the ground-truth table (for an ignored detection,
+            the difficult box that absorbed it), -1 if none.
+        num_gt (dict[int, int]): number of counted (not difficult) ground-truth boxes per class id (classes with
+            such boxes only).
         iou_threshold: the IoU needed for a match.
+        is_ignored (ndarray[D] bool or None): detections absorbed by a difficult box, neither true nor false
+            positives; None means none is.
     """
 
     is_tp: np.ndarray
     matched_gt: np.ndarray
     num_gt: dict[int, int]
     iou_threshold: float
-
-
-def _iou_matrix(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """IoU ``[N, M]`` of ``(x1, y1, x2, y2)`` boxes, no ``+1``; 0 where the union is empty."""
-    lt = np.maximum(boxes1[:, None, :2], boxes2[None, :, :2])
-    wh = np.clip(np.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:]) - lt, 0.0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    union = area1[:, None] + area2[None, :] - inter
-    return inter / np.where(union > 0, union, 1.0)
+    is_ignored: np.ndarray | None = None
 
 
 def _group_rows(image_id: np.ndarray, category_id: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
@@ -169,42 +187,76 @@ def _group_rows(image_id: np.ndarray, category_id: np.ndarray) -> dict[tuple[int
     return {(int(img[s]), int(cat[s])): rows for s, rows in zip(np.r_[0, cuts], np.split(order, cuts))}
 
 
-def _greedy_match(iou: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy one-to-one matching of score-sorted detections (rows) to boxes (columns); column per row or -1."""
+def _best_box(iou_row: np.ndarray, allowed: np.ndarray, iou_threshold: float) -> int:
+    """Column of the allowed box with the highest IoU if it reaches the threshold, else -1."""
+    candidates = np.where(allowed, iou_row, -1.0)
+    # pycocotools keeps the *last* box on equal IoU (its loop replaces the best on ">="); argmax over the
+    # reversed row reproduces that, which matters when two equally good boxes differ for later detections.
+    col = candidates.shape[0] - 1 - int(np.argmax(candidates[::-1]))
+    return col if candidates[col] >= iou_threshold else -1
+
+
+def _greedy_match(
+    iou: np.ndarray,
+    iou_threshold: float,
+    difficult: np.ndarray | None = None,
+    difficult_rule: Literal["voc", "coco"] = "voc",
+) -> np.ndarray:
+    """Greedy matching of score-sorted detections (rows) to boxes (columns); column per row or -1.
+
+    Ordinary boxes are matched at most once. ``difficult`` ([M] bool) marks difficult boxes, handled by
+    ``difficult_rule`` as in the module docstring: "voc" lets them compete with the free boxes and never uses them
+    up, "coco" tries them only when no free ordinary box qualifies, and uses them up.
+    """
     matched = np.full(iou.shape[0], -1, dtype=np.int64)
     if iou.shape[1] == 0:
         return matched
+    hard = difficult if difficult is not None and difficult.any() else None
     free = np.ones(iou.shape[1], dtype=bool)
     # Only detections that reach the threshold with some box can match; the loop runs over those alone.
     for row in np.flatnonzero(iou.max(axis=1) >= iou_threshold):
-        candidates = np.where(free, iou[row], -1.0)
-        # pycocotools keeps the *last* box on equal IoU (its loop replaces the best on ">="); argmax over the
-        # reversed row reproduces that, which matters when two equally good boxes differ for later detections.
-        col = candidates.shape[0] - 1 - int(np.argmax(candidates[::-1]))
-        if candidates[col] >= iou_threshold:
+        if hard is not None and difficult_rule == "coco":
+            col = _best_box(iou[row], free & ~hard, iou_threshold)
+            if col < 0:
+                col = _best_box(iou[row], free & hard, iou_threshold)
+        else:
+            col = _best_box(iou[row], free, iou_threshold)  # "voc": difficult boxes stay free
+        if col >= 0:
             matched[row] = col
-            free[col] = False
-            if not free.any():
-                break
+            if hard is None or difficult_rule == "coco" or not hard[col]:
+                free[col] = False
+                if not free.any():
+                    break
     return matched
 
 
-def match_detections(dets: Detections, gts: GroundTruth, iou_threshold: float = 0.5) -> MatchResult:
-    """Mark each detection as true or false positive (rule in the module docstring).
+def match_detections(
+    dets: Detections,
+    gts: GroundTruth,
+    iou_threshold: float = 0.5,
+    *,
+    difficult_rule: Literal["voc", "coco"] = "voc",
+) -> MatchResult:
+    """Mark each detection as true positive, false positive or ignored (rules in the module docstring).
 
     Args:
         dets: detections of the split; every ``image_id`` must be in ``gts.image_ids``.
         gts: ground truth of the split.
         iou_threshold: IoU needed for a match (``>=``).
+        difficult_rule: how difficult boxes absorb detections, ``"voc"`` (the devkit) or ``"coco"`` (pycocotools'
+            ignored boxes); no effect without difficult boxes.
 
     Returns:
-        MatchResult with ``is_tp`` and ``matched_gt`` aligned with ``dets``; each ground-truth box is matched at
-        most once.
+        MatchResult with ``is_tp``, ``matched_gt`` and ``is_ignored`` aligned with ``dets``; each ordinary
+        ground-truth box is matched at most once.
     """
+    if difficult_rule not in ("voc", "coco"):
+        raise ValueError(f'difficult_rule must be "voc" or "coco", got {difficult_rule!r}')
     unknown = ~np.isin(dets.image_id, gts.image_ids)
     if unknown.any():
         raise ValueError(f"detections on images not in the ground truth, e.g. image {dets.image_id[unknown][0]}")
     is_tp = np.zeros(len(dets), dtype=bool)
+    is_ignored = np.zeros(len(dets), dtype=bool)
     matched_gt = np.full(len(dets), -1, dtype=np.int64)
     gt_rows = _group_rows(gts.image_id, gts.category_id)
     for key, det_rows in _group_rows(dets.image_id, dets.category_id).items():
@@ -212,13 +264,20 @@ def match_detections(dets: Detections, gts: GroundTruth, iou_threshold: float = 
         if boxes_rows is None:
             continue
         det_rows = det_rows[np.argsort(-dets.scores[det_rows], kind="stable")]
-        local = _greedy_match(_iou_matrix(dets.boxes[det_rows], gts.boxes[boxes_rows]), iou_threshold)
+        hard = None if gts.difficult is None else gts.difficult[boxes_rows]
+        iou = box_iou_numpy(dets.boxes[det_rows], gts.boxes[boxes_rows])
+        local = _greedy_match(iou, iou_threshold, hard, difficult_rule)
         hit = local >= 0
-        is_tp[det_rows[hit]] = True
+        ignored = hit & hard[local] if hard is not None else np.zeros_like(hit)
+        is_tp[det_rows[hit & ~ignored]] = True
+        is_ignored[det_rows[ignored]] = True
         matched_gt[det_rows[hit]] = boxes_rows[local[hit]]
-    classes, counts = np.unique(gts.category_id, return_counts=True)
+    counted = gts.category_id if gts.difficult is None else gts.category_id[~gts.difficult]
+    classes, counts = np.unique(counted, return_counts=True)
     num_gt = {int(c): int(n) for c, n in zip(classes, counts)}
-    return MatchResult(is_tp=is_tp, matched_gt=matched_gt, num_gt=num_gt, iou_threshold=float(iou_threshold))
+    return MatchResult(
+        is_tp=is_tp, matched_gt=matched_gt, num_gt=num_gt, iou_threshold=float(iou_threshold), is_ignored=is_ignored
+    )
 
 
 def _rank_within_groups(scores: np.ndarray, *group_keys: np.ndarray) -> np.ndarray:
@@ -257,11 +316,18 @@ def precision_recall_curve(dets: Detections, match: MatchResult, category_id: in
     Ties in score are ordered by image id, then input order, as pycocotools does (per-image lists concatenated
     in image order, then a stable sort on score); the order of tied detections changes the curve.
 
+    Detections ignored by the matching (absorbed by a difficult box) are left out: neither true nor false
+    positives, they would only repeat the previous point, which changes no AP convention (devkit and pycocotools
+    keep them as such repeated points).
+
     Returns:
-        recall (ndarray[Dc]), precision (ndarray[Dc]): after the first ``1..Dc`` detections of the class.
+        recall (ndarray[Dc]), precision (ndarray[Dc]): after the first ``1..Dc`` counted detections of the class.
         Recall is NaN throughout when the class has no ground truth.
     """
-    rows = np.flatnonzero(dets.category_id == category_id)
+    selected = dets.category_id == category_id
+    if match.is_ignored is not None:
+        selected &= ~match.is_ignored
+    rows = np.flatnonzero(selected)
     rows = rows[np.lexsort((rows, dets.image_id[rows], -dets.scores[rows]))]
     tp, fp = np.cumsum(match.is_tp[rows]), np.cumsum(~match.is_tp[rows])
     num_gt = match.num_gt.get(int(category_id), 0)
@@ -343,13 +409,15 @@ def compute_ap(
     max_detections_per_image: int | None = None,
     max_detections_per_image_class: int | None = None,
 ) -> dict[str, Any]:
-    """Per-class AP and mAP under the three conventions, from one matching.
+    """Per-class AP and mAP under the three conventions, from one matching (two when some box is difficult: the
+    devkit's rule for the VOC numbers and curves, pycocotools' for ``*_coco``; see the module docstring).
 
     Use a very low score threshold upstream: cutting detections at e.g. 0.5 truncates the curve and understates AP.
 
     Args:
         predictions: all detections of the split.
-        ground_truths: the split's ground truth, including images without boxes.
+        ground_truths: the split's ground truth, including images without boxes; difficult boxes (its
+            ``difficult`` flag) are not counted in ``num_gt`` and absorb detections without scoring them.
         iou_threshold: IoU for a true positive. Result keys are named after it: 0.5 gives ``"mAP50"``, 0.75 gives
             ``"mAP75"``.
         class_names: optional names for class ids; used as the per-class keys. Classes listed here but absent from
@@ -376,9 +444,13 @@ def compute_ap(
     if max_detections_per_image_class is not None:
         dets = keep_top_k_per_image_class(dets, max_detections_per_image_class)
     match = match_detections(dets, ground_truths, iou_threshold)
+    coco_match = match  # the two rules differ only when some box is difficult
+    if ground_truths.difficult is not None and ground_truths.difficult.any():
+        coco_match = match_detections(dets, ground_truths, iou_threshold, difficult_rule="coco")
 
     class_ids = set(ground_truths.category_id.tolist()) | set(dets.category_id.tolist()) | set(class_names or {})
     conventions = {"": ap_voc_allpoint, "_voc07": ap_voc07_11point, "_coco": ap_coco_101point}
+    matches = {"": match, "_voc07": match, "_coco": coco_match}
     per_class: dict[str, dict[Any, float]] = {suffix: {} for suffix in conventions}
     curves: dict[Any, dict[str, list[float]]] = {}
     num_gt: dict[Any, int] = {}
@@ -392,7 +464,10 @@ def compute_ap(
             continue
         recall, precision = precision_recall_curve(dets, match, class_id)
         for suffix, ap_fn in conventions.items():
-            per_class[suffix][key] = ap_fn(recall, precision)
+            if matches[suffix] is match:
+                per_class[suffix][key] = ap_fn(recall, precision)
+            else:
+                per_class[suffix][key] = ap_fn(*precision_recall_curve(dets, matches[suffix], class_id))
         curves[key] = {"recall": recall.tolist(), "precision": precision.tolist()}
 
     tag = round(100 * iou_threshold)

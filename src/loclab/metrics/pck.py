@@ -3,7 +3,7 @@
 Conventions (see ``docs/architecture.md``):
 
 - ``predictions`` and ``ground_truths`` are ``[N, K, 2]`` arrays of ``(x, y)`` in image pixels, one figure per
-  image, keypoints in the order ``head, left_hand, right_hand, left_foot, right_foot`` (SPEC §1.2).
+  image, keypoints in the order ``head, left_hand, right_hand, left_foot, right_foot`` (docs/data-formats.md).
   A ``torch.Tensor`` or anything ``numpy`` can read is accepted; the math runs in float64 so that the
   boundary comparison below is not blurred by float32 rounding.
 - A keypoint is **correct** at threshold ``t`` when ``distance / norm <= t`` (inclusive), where ``distance`` is
@@ -72,7 +72,7 @@ def keypoint_norms(ground_truths: ArrayLike, normalize_by: NormalizeBy = "bbox")
             ``'bbox'``: diagonal ``sqrt(w**2 + h**2)`` of the axis-aligned box spanned by that image's
             ground-truth keypoints (all ``K`` of them).
             ``'torso'``: distance from the head (index 0) to the midpoint of the two feet (indices 3 and 4).
-            It needs ``K >= 5`` in the SPEC §1.2 order.
+            It needs ``K >= 5`` in the stick-figure order.
 
     Norms are clamped below at ``NORM_EPS`` (1e-6) so a degenerate figure never divides by zero.
     """
@@ -168,7 +168,7 @@ def best_hand_assignment(
     the summed hand distance is strictly smaller swapped than as given (ties keep the given order).
 
     The choice is made by distance, not by counting correct keypoints: it is then independent of the threshold,
-    so one assignment is used at every threshold and the PCK curve stays a curve of one matching. Since the norm
+    so one hand order is used at every threshold and the PCK curve stays a curve of one matching. Since the norm
     is one number per image, the summed *normalised* distance picks the same order as the summed distance.
     """
     pred, gt = _as_pair(predictions, ground_truths)
@@ -190,8 +190,8 @@ def compute_pck_swap_aware(
 ) -> dict[float, float]:
     """PCK in which, per image and threshold, the two hands count in whichever order scores better.
 
-    SPEC §3.4: "the two hands may be matched in either order, the better one counts". Head and feet are
-    scored exactly as in :func:`compute_pck`, so the result is always ``>=`` standard PCK and invariant to
+    The hands may be matched in either order and the better one counts (docs/metrics.md, 'Hand ambiguity'). Head
+    and feet are scored exactly as in :func:`compute_pck`, so the result is always ``>=`` standard PCK and invariant to
     exchanging the predicted hands. (:func:`best_hand_assignment` gives one threshold-free matching by
     distance, for figures and failure analysis.)
     """
@@ -219,8 +219,8 @@ def pck_ambiguity_ceiling(
 ) -> dict[float, float]:
     """Best expected standard PCK of a perfect localiser that cannot tell the hands apart (exact expectation).
 
-    The figure generator (SPEC §1.2) draws both arm angles from one distribution and draws both hands
-    identically, so the pixels do not reveal which hand carries the "left" label. Picture a localiser that puts
+    The figure generator (docs/data-formats.md, 'Stick figures') draws both arm angles from one distribution and
+    draws both hands identically, so the pixels do not reveal which hand carries the "left" label. Picture a localiser that puts
     every keypoint exactly on a ground-truth position but must guess the hand labels. Given the pixels, both
     label orders are equally likely (the distributions are symmetric), so every rule for choosing the order, in
     particular one that maximises expected PCK, has the same expected score as a fair coin: order right with

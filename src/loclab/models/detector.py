@@ -5,7 +5,7 @@ Every detector here maps ``images [B, 3, 224, 224]`` to a list of three head out
 ``tx, ty, tw, th, objectness, class scores (C)``. :func:`flatten_predictions` turns them into one
 ``[B, total_anchors, 5+C]`` tensor in the anchor order of :func:`loclab.ops.anchors.generate_anchors`.
 
-- ``reference``: the course architecture (SPEC §2.1), kept exactly.
+- ``reference``: the course architecture (docs/detection.md, 'Architectures'), kept exactly.
 - ``loclab``: the same anchors/heads API with the receptive field the objects need. The reference's
   receptive field at its heads (about 33 px at S2 and 65 px at S3, measured by
   :func:`receptive_field`) is smaller than the 48–96 px squares and 96–192 px triangles those scales
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from loclab.errors import ConfigError
 from loclab.models.blocks import ConvBNReLU
 from loclab.models.init import kaiming_init
 
@@ -43,7 +44,7 @@ class DetectionHead(nn.Module):
 
 
 class ReferenceDetector(nn.Module):
-    """The course's ``MultiScaleDetector`` (SPEC §2.1), exactly.
+    """The course's ``MultiScaleDetector`` (docs/detection.md, 'Architectures'), exactly.
 
     Block1: conv 3→32 s1, conv 32→64 s2 (112x112). Block2: 64→128 s2 (56x56, scale 1).
     Block3: 128→256 s2 (28x28, scale 2). Block4: 256→512 s2 (14x14, scale 3). One head per scale.
@@ -122,7 +123,7 @@ DEFAULT_DETECTOR = "loclab"
 def build_detector(name: str, num_anchors: int = 3, num_classes: int = 3) -> nn.Module:
     """Instantiate a detector from :data:`DETECTOR_MODELS` by name."""
     if name not in DETECTOR_MODELS:
-        raise ValueError(f"unknown detector model {name!r}; choose one of {sorted(DETECTOR_MODELS)}")
+        raise ConfigError(f"unknown detector model {name!r}; choose one of {sorted(DETECTOR_MODELS)}")
     return DETECTOR_MODELS[name](num_anchors=num_anchors, num_classes=num_classes)
 
 

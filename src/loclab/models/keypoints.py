@@ -1,11 +1,16 @@
-"""Keypoint models: the SPEC §3.2 reference pair (heatmap vs direct regression) and two loclab variants.
+"""Keypoint models: the course's reference pair (heatmap vs direct regression) and two loclab variants.
 
-All models take ``float32 [B, 1, 128, 128]`` images in ``[0, 1]`` and share :class:`KeypointEncoder`.
-Each class carries ``output_type`` so the training engine knows which targets to feed:
+All models take ``float32 [B, C, H, W]`` images in ``[0, 1]`` (``C = in_channels``: 1 gray, 3 RGB; ``W`` and ``H``
+multiples of 16, 128 x 128 for the stick figures) and share :class:`KeypointEncoder`. Each class carries
+``output_type`` so the training engine knows which targets to feed:
 
-- ``"heatmap"``: output ``[B, K, H, W]`` raw logits (no activation), trained against Gaussian heatmaps.
-- ``"regression"``: output ``[B, 2K]`` = ``[x0, y0, x1, y1, ...]`` normalised as ``x / 128`` into ``[0, 1]``
-  (docs/architecture.md), trained with coordinate losses.
+- ``"heatmap"``: output ``[B, K, H / s, W / s]`` raw logits (no activation, stride ``s``), trained against
+  Gaussian heatmaps.
+- ``"regression"``: output ``[B, 2K]`` = ``[x0, y0, x1, y1, ...]`` normalised as ``(x / W, y / H)`` into
+  ``[0, 1]`` (docs/architecture.md), trained with coordinate losses.
+
+and ``options``, the constructor arguments the training engine may fill from the config (every other
+argument keeps its default); the engine refuses a config that sets an option the model does not take.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from torch import Tensor, nn
 
 from loclab.models.blocks import ConvBNReLU
 from loclab.models.init import kaiming_init
+from loclab.ops.heatmaps import heatmap_to_image_coords
 
-IMAGE_SIZE = 128
-HEATMAP_SIZES = (32, 64, 128)
+REFERENCE_SIZE = 128  # the stick figures' square input, the default everywhere
+HEATMAP_STRIDES = (1, 2, 4)  # input pixels per heatmap cell the decoder can produce
 
 
 def _conv_block(in_ch: int, out_ch: int) -> ConvBNReLU:
@@ -39,10 +45,10 @@ def _up_block(in_ch: int, out_ch: int) -> ConvBNReLU:
 
 
 class KeypointEncoder(nn.Module):
-    """Four ``conv3x3 -> BN -> ReLU -> maxpool 2`` blocks, channels 1 -> 32 -> 64 -> 128 -> 256.
+    """Four ``conv3x3 -> BN -> ReLU -> maxpool 2`` blocks, channels ``in_channels`` -> 32 -> 64 -> 128 -> 256.
 
-    ``forward(x [B, 1, 128, 128])`` returns the four block outputs (for skip connections):
-    ``[B, 32, 64, 64], [B, 64, 32, 32], [B, 128, 16, 16], [B, 256, 8, 8]``.
+    ``forward(x [B, C, H, W])`` returns the four block outputs (for skip connections), for 128 x 128 inputs
+    ``[B, 32, 64, 64], [B, 64, 32, 32], [B, 128, 16, 16], [B, 256, 8, 8]`` (each block halves H and W).
     """
 
     channels: ClassVar[tuple[int, ...]] = (32, 64, 128, 256)
@@ -61,7 +67,9 @@ class KeypointEncoder(nn.Module):
 
 
 class HeatmapNet(nn.Module):
-    """Encoder-decoder producing one heatmap of raw logits per keypoint, ``[B, K, s, s]`` for ``heatmap_size=s``.
+    """Encoder-decoder producing one heatmap of raw logits per keypoint: ``[B, K, s, s]`` for ``heatmap_size=s``
+    and an ``image_size`` input; any input ``[B, C, H, W]`` gives ``[B, K, H / t, W / t]`` with the stride
+    ``t = image_size / heatmap_size`` (the decoder is fully convolutional).
 
     Decoder (every ConvTranspose is ``k=4, s=2, p=1`` followed by BN + ReLU, see :func:`_up_block`):
 
@@ -71,27 +79,29 @@ class HeatmapNet(nn.Module):
     4. 1x1 conv 32 -> K, no activation.
 
     ``skip=False`` drops both concatenations, so stages 2 and 3 take 128 and 64 input channels instead.
-    ``heatmap_size=32`` drops stage 3: the 1x1 conv reads the 32x32 stage (128 ch with skips, 64 without).
-    ``heatmap_size=128`` adds one ConvTranspose 32 -> 32 (64 -> 128) before the 1x1 conv.
+    ``heatmap_size=32`` (stride 4) drops stage 3: the 1x1 conv reads the 32x32 stage (128 ch with skips, 64
+    without). ``heatmap_size=128`` (stride 1) adds one ConvTranspose 32 -> 32 (64 -> 128) before the 1x1 conv.
     """
 
     output_type: ClassVar[str] = "heatmap"
+    options: ClassVar[tuple[str, ...]] = ("num_keypoints", "heatmap_size", "skip", "in_channels", "image_size")
 
-    def __init__(self, num_keypoints: int = 5, heatmap_size: int = 64, skip: bool = True) -> None:
+    def __init__(self, num_keypoints: int = 5, heatmap_size: int = 64, skip: bool = True, in_channels: int = 1,
+                 image_size: int = REFERENCE_SIZE) -> None:
         super().__init__()
-        if heatmap_size not in HEATMAP_SIZES:
-            raise ValueError(f"heatmap_size must be one of {HEATMAP_SIZES}, got {heatmap_size}")
+        stride = heatmap_stride(image_size, heatmap_size)
         self.num_keypoints = num_keypoints
         self.heatmap_size = heatmap_size
+        self.stride = stride
         self.skip = skip
-        self.encoder = KeypointEncoder()
+        self.encoder = KeypointEncoder(in_channels)
         self.up1 = _up_block(256, 128)
         self.up2 = _up_block(256 if skip else 128, 64)
         stage2_channels = 128 if skip else 64
         tail: list[nn.Module] = []
-        if heatmap_size >= 64:
+        if stride <= 2:
             tail.append(_up_block(stage2_channels, 32))
-        if heatmap_size == 128:
+        if stride == 1:
             tail.append(_up_block(32, 32))
         self.tail = nn.Sequential(*tail)
         self.head = nn.Conv2d(32 if tail else stage2_channels, num_keypoints, kernel_size=1)
@@ -109,18 +119,19 @@ class HeatmapNet(nn.Module):
 
 
 class RegressionNet(nn.Module):
-    """Direct regression (SPEC §3.2): encoder, global average pool, FC head, sigmoid; output ``[B, 2K]``.
+    """Direct regression (docs/keypoints.md, 'Models'): encoder, global average pool, FC head, sigmoid; ``[B, 2K]``.
 
     Head: FC 256 -> 128, ReLU, Dropout 0.5, FC 128 -> 64, ReLU, Dropout 0.5, FC 64 -> 2K, Sigmoid.
-    Output ``[x0, y0, x1, y1, ...]`` normalised as ``x / 128``.
+    Output ``[x0, y0, x1, y1, ...]`` normalised as ``(x / W, y / H)``; the global pool takes any input size.
     """
 
     output_type: ClassVar[str] = "regression"
+    options: ClassVar[tuple[str, ...]] = ("num_keypoints", "in_channels")
 
-    def __init__(self, num_keypoints: int = 5) -> None:
+    def __init__(self, num_keypoints: int = 5, in_channels: int = 1) -> None:
         super().__init__()
         self.num_keypoints = num_keypoints
-        self.encoder = KeypointEncoder()
+        self.encoder = KeypointEncoder(in_channels)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(
             nn.Flatten(),
@@ -143,19 +154,22 @@ class SpatialRegressionNet(nn.Module):
     """Direct regression that keeps *where* features are: no global pooling before the FC head.
 
     Global average pooling throws away position, which is exactly what keypoint regression needs; this variant
-    reduces the 8x8x256 map with a 1x1 conv (256 -> ``reduced_channels``, BN, ReLU), flattens it
-    (``reduced_channels * 64`` features, one block per spatial cell) and regresses through
-    FC -> 256, ReLU, Dropout ``dropout``, FC 256 -> 2K, Sigmoid. Output ``[B, 2K]`` as :class:`RegressionNet`.
+    reduces the ``H/16 x W/16 x 256`` map (8x8 for 128 px) with a 1x1 conv (256 -> ``reduced_channels``, BN, ReLU),
+    flattens it (``reduced_channels`` features per spatial cell) and regresses through FC -> 256, ReLU,
+    Dropout ``dropout``, FC 256 -> 2K, Sigmoid. Output ``[B, 2K]`` as :class:`RegressionNet`. The FC layer's
+    width depends on the cell count, so the model takes inputs of ``input_size`` ``(W, H)`` only.
     """
 
     output_type: ClassVar[str] = "regression"
+    options: ClassVar[tuple[str, ...]] = ("num_keypoints", "in_channels", "input_size")
 
-    def __init__(self, num_keypoints: int = 5, reduced_channels: int = 16, dropout: float = 0.1) -> None:
+    def __init__(self, num_keypoints: int = 5, reduced_channels: int = 16, dropout: float = 0.1,
+                 in_channels: int = 1, input_size: tuple[int, int] = (REFERENCE_SIZE, REFERENCE_SIZE)) -> None:
         super().__init__()
         self.num_keypoints = num_keypoints
-        self.encoder = KeypointEncoder()
+        self.encoder = KeypointEncoder(in_channels)
         self.reduce = ConvBNReLU(nn.Conv2d(256, reduced_channels, kernel_size=1, bias=False), reduced_channels)
-        cells = (IMAGE_SIZE // 16) ** 2
+        cells = (input_size[0] // 16) * (input_size[1] // 16)
         self.head = nn.Sequential(
             nn.Flatten(),
             nn.Linear(reduced_channels * cells, 256),
@@ -191,30 +205,51 @@ class IntegralNet(nn.Module):
 
     The heatmap decoder keeps spatial information and the soft-argmax (:func:`soft_argmax_2d`) turns it into
     coordinates differentiably, so the model trains with coordinate losses like :class:`RegressionNet`.
-    Heatmap coordinates map to image pixels with the pixel-centre convention of docs/architecture.md,
-    ``x = (x_hm + 0.5) * s - 0.5`` with stride ``s = 128 / heatmap_size``, then ``x / 128``.
+    Heatmap coordinates map to image pixels with the pixel-centre convention of docs/keypoints.md
+    (:func:`loclab.ops.heatmaps.heatmap_to_image_coords`, stride ``image_size / heatmap_size``), then normalise as
+    ``(x / W, y / H)`` for the ``input_size`` ``(W, H)`` the model is built for (other inputs are refused).
 
     ``beta`` is fixed: the final 1x1 conv can scale its logits freely, so a learnable temperature would be
     redundant with it.
     """
 
     output_type: ClassVar[str] = "regression"
+    options: ClassVar[tuple[str, ...]] = ("num_keypoints", "heatmap_size", "skip", "in_channels", "image_size",
+                                          "input_size")
 
-    def __init__(self, num_keypoints: int = 5, heatmap_size: int = 64, skip: bool = True, beta: float = 1.0) -> None:
+    def __init__(self, num_keypoints: int = 5, heatmap_size: int = 64, skip: bool = True, beta: float = 1.0,
+                 in_channels: int = 1, image_size: int = REFERENCE_SIZE,
+                 input_size: tuple[int, int] = (REFERENCE_SIZE, REFERENCE_SIZE)) -> None:
         super().__init__()
         self.num_keypoints = num_keypoints
         self.beta = beta
-        self.heatmap_net = HeatmapNet(num_keypoints, heatmap_size, skip)
-        self.stride = IMAGE_SIZE / heatmap_size
+        self.heatmap_net = HeatmapNet(num_keypoints, heatmap_size, skip, in_channels, image_size)
+        self.heatmap_size = heatmap_size
+        self.image_size = image_size
+        self.input_size = (int(input_size[0]), int(input_size[1]))
 
     def heatmaps(self, x: Tensor) -> Tensor:
-        """The raw heatmap logits ``[B, K, s, s]`` behind the coordinates (for figures and analysis)."""
+        """The raw heatmap logits ``[B, K, H / s, W / s]`` behind the coordinates (for figures and analysis)."""
         return self.heatmap_net(x)
 
     def forward(self, x: Tensor) -> Tensor:
+        width, height = self.input_size
+        if tuple(x.shape[-2:]) != (height, width):
+            raise ValueError(f"IntegralNet was built for {width}x{height} inputs, got {x.shape[-1]}x{x.shape[-2]}")
         xy_hm = soft_argmax_2d(self.heatmap_net(x), self.beta)  # [B, K, 2] heatmap coords
-        xy = (xy_hm + 0.5) * self.stride - 0.5
-        return (xy / IMAGE_SIZE).flatten(1)
+        # the stride is image_size / heatmap_size on both axes, whatever the input's shape
+        xy = heatmap_to_image_coords(xy_hm, self.image_size, self.heatmap_size)
+        if width == height:  # one divisor, as the square reference model always divided
+            return (xy / width).flatten(1)
+        return (xy / torch.tensor([width, height], dtype=xy.dtype, device=xy.device)).flatten(1)
+
+
+def heatmap_stride(image_size: int, heatmap_size: int) -> int:
+    """``image_size / heatmap_size``, which must be one of :data:`HEATMAP_STRIDES` (``ValueError`` otherwise)."""
+    if heatmap_size <= 0 or image_size % heatmap_size or image_size // heatmap_size not in HEATMAP_STRIDES:
+        sizes = [image_size // s for s in HEATMAP_STRIDES]
+        raise ValueError(f"heatmap_size must be one of {sizes} for image_size {image_size}, got {heatmap_size}")
+    return image_size // heatmap_size
 
 
 KEYPOINT_MODELS: dict[str, Callable[..., nn.Module]] = {

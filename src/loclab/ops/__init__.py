@@ -6,6 +6,8 @@ from loclab.ops.boxes import (
     box_area,
     box_center_size,
     box_iou,
+    box_iou_numpy,
+    box_iou_pair,
     compute_iou,
     cxcywh_to_xyxy,
     xywh_to_xyxy,

@@ -1,4 +1,4 @@
-"""Assigning ground-truth boxes to anchors (SPEC §2.2), for one image or a padded batch.
+"""Assigning ground-truth boxes to anchors (docs/detection.md, 'Matching'), for one image or a padded batch.
 
 Rules, with ``iou[n, g]`` the IoU of anchor ``n`` and ground-truth box ``g``:
 

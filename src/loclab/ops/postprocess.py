@@ -1,4 +1,4 @@
-"""From flattened detector outputs to final detections (SPEC §2.5)."""
+"""From flattened detector outputs to final detections (docs/detection.md, 'Postprocessing')."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every figure of a run or a study, rebuilt from its files alone (SPEC §5).
+"""Every figure of a run or a study, rebuilt from its files alone (docs/run-directory.md).
 
 This is the one place that turns run files into pictures: evaluation writes numbers, ``viz`` draws,
 and these functions connect the two. Each figure whose input is missing is skipped with a warning.
@@ -7,6 +7,7 @@ and these functions connect the two. Each figure whose input is missing is skipp
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +15,18 @@ import numpy as np
 import torch
 
 from loclab.analysis.coverage import anchors_at_box_centres
-from loclab.config import DetectorConfig, from_dict
-from loclab.data.datasets import decode_images
+from loclab.config import DetectorConfig, KeypointConfig, from_dict
+from loclab.data.datasets import DetectionDataset, decode_images
 from loclab.data.errors import DataError
 from loclab.data.formats_detection import DetectionSplit
+from loclab.data.formats_keypoints import KeypointSplit
+from loclab.data.keypoint_dataset import KeypointDataset
 from loclab.engine.detection import load_detector
 from loclab.engine.rundir import read_json
 from loclab.engine.tasks import detection_split, keypoint_split
 from loclab.evaluation.detection import NUM_DETECTION_IMAGES, predictions_table
 from loclab.evaluation.keypoints import NUM_PREDICTION_IMAGES, VIS_DIR, read_keypoint_predictions, run_data_root
+from loclab.ops.affine import apply_affine
 from loclab.ops.anchors import generate_anchors
 from loclab.viz import detection_overlays as overlays
 from loclab.viz import detection_plots as plots
@@ -37,15 +41,17 @@ def _read_optional(path: Path) -> Any:
     return read_json(path) if path.is_file() else None
 
 
-def _val_sample(root: Path | str | None, count: int) -> tuple[DetectionSplit, list[int], torch.Tensor]:
-    """The val split, the indices of its first ``count`` images and those images decoded (uint8 ``[n, 3, H, W]``)."""
+def _val_sample(root: Path | str | None, count: int, image_size: int) -> tuple[DetectionSplit, DetectionDataset, list[int]]:
+    """The val split, its first ``count`` images letterboxed to the model input, and their indices."""
     if not root:
         raise DataError("config.json names no data_root and none was given")
     split = detection_split(root, "val")
     shown = list(range(min(count, len(split))))
     if not shown:
         raise DataError(f"{split.annotation_file}: the val split has no images")
-    return split, shown, decode_images([split.images[i] for i in shown], "RGB", progress=False)
+    sample = replace(split, **{field: getattr(split, field)[:len(shown)] for field in
+                               ("images", "boxes", "labels", "annotation_ids")})
+    return split, DetectionDataset(sample, image_size=image_size, progress=False), shown
 
 
 def write_detector_figures(run_dir: Path | str, data_root: Path | str | None = None) -> list[Path]:
@@ -78,23 +84,27 @@ def write_detector_figures(run_dir: Path | str, data_root: Path | str | None = N
         part = metrics if key == "pr_curves" else metrics.get(key)
         make(name, key in metrics, f"no \"{key}\" in metrics.json", lambda draw=draw, part=part: draw(part))
     try:
-        split, shown, images = _val_sample(data_root if data_root is not None else config.get("data_root"),
-                                           NUM_DETECTION_IMAGES)
+        val, sample, shown = _val_sample(data_root if data_root is not None else config.get("data_root"),
+                                    NUM_DETECTION_IMAGES, cfg.image_size)
     except (DataError, OSError) as err:
         for name in ("detections.png", "anchors_on_image.png", "feature_maps.png"):
             logger.warning("%s: skipped %s (val images unavailable: %s)", run_dir, name, err)
         return written
+    # drawn in the letterboxed model input, where predictions are mapped back from image pixels
+    split, images = sample.input_split, torch.stack([sample.input_image(i) for i in shown])
     ids = [split.images[i].id for i in shown]
 
     def detections_figure():
-        table, _ = predictions_table(predictions, split, "xyxy", run_dir / "predictions.json")
-        preds = [(table.boxes[m], table.category_id[m], table.scores[m]) for m in (table.image_id == i for i in ids)]
+        table, _ = predictions_table(predictions, val, "xyxy", run_dir / "predictions.json")
+        preds = [(sample.letterboxes[k].boxes_to_input(torch.from_numpy(table.boxes[m])).numpy(),
+                  table.category_id[m], table.scores[m]) for k, m in enumerate(table.image_id == i for i in ids)]
         gts = [(split.boxes[i].numpy(), split.labels[i].numpy()) for i in shown]
         names = [split.categories[label] for label in sorted(split.categories)]
         return overlays.detections_figure(images, gts, preds, names, cfg.display_threshold, [f"image {i}" for i in ids])
 
     def anchors_figure():
-        anchors = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size)
+        anchors = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size,
+                                   aspect_ratios=cfg.anchor_ratios)
         cells = anchors_at_box_centres(anchors, cfg.feature_map_sizes, cfg.image_size, split.boxes[0])
         titles = [f"S{s + 1}: {n}x{n} cells, stride {cfg.image_size / n:g}, anchors " + "/".join(map("{:g}".format, a))
                   for s, (n, a) in enumerate(zip(cfg.feature_map_sizes, cfg.anchor_sizes))]
@@ -138,6 +148,8 @@ def write_keypoint_run_figures(run_dir: Path | str, data_root: Path | str | None
     if data_root is None and (run_dir / "metrics.json").is_file():
         data_root = read_json(run_dir / "metrics.json").get("data_root")
     split = keypoint_split(run_data_root(run_dir, data_root), "val")
+    if split.format != "reference":
+        return written + _own_data_keypoint_figures(run_dir, split, model, snapshots, predictions)
     if snapshots.is_file():
         with np.load(snapshots) as data:
             ids = [int(i) for i in data["image_ids"]] if "image_ids" in data.files else []
@@ -154,6 +166,36 @@ def write_keypoint_run_figures(run_dir: Path | str, data_root: Path | str | None
             images, split.keypoints[:n], preds, out_dir / "predictions.png",
             title=f"{model}: validation predictions (green o ground truth, red x prediction)",
             image_ids=[record.id for record in split.images[:n]]))
+    return written
+
+
+def _own_data_keypoint_figures(run_dir: Path, split: KeypointSplit, model: str, snapshots: Path,
+                               predictions: Path) -> list[Path]:
+    """The snapshot and prediction figures for instances of any size: drawn on the model-input crops of the
+    first validation instances (gray), with ground truth and predictions mapped into each crop."""
+    cfg = from_dict(KeypointConfig, read_json(run_dir / "config.json")["keypoints"])
+    n = min(NUM_PREDICTION_IMAGES, split.num_instances)
+    if n == 0:
+        return []
+    sample = split.select_images(range(int(split.instance_image[n - 1]) + 1))
+    width, height = cfg.heatmap_grid
+    crops = KeypointDataset.from_split(sample, heatmap_size=(width, height), progress=False,
+                                       input_size=cfg.input_size, in_channels=1, box_padding=cfg.box_padding)
+    images, transforms = crops.images[:n], crops.transforms[:n]
+    out_dir, written = run_dir / VIS_DIR, []
+    if snapshots.is_file():  # taken on the first validation instances, in order
+        with np.load(snapshots) as data:
+            shown = len(data["image_ids"]) if "image_ids" in data.files else 0
+        written.append(plot_heatmaps_across_epochs(snapshots, images[:shown] if 0 < shown <= n else None,
+                                                   out_dir / "heatmaps_across_epochs.png"))
+    if predictions.is_file():
+        gts = apply_affine(split.keypoints[:n].double(), transforms)
+        gts[~split.visible[:n]] = float("nan")  # unlabelled: nothing to draw
+        preds = apply_affine(read_keypoint_predictions(predictions, split)[:n], transforms)
+        written.append(draw_keypoint_predictions(
+            images, gts, preds, out_dir / "predictions.png",
+            title=f"{model}: validation instances in the model input (green o ground truth, red x prediction)",
+            image_ids=crops.image_ids[:n]))
     return written
 
 

@@ -1,7 +1,8 @@
 """Numbers quoted from the two original course reports (the floor loclab must beat).
 
 These are the reports' own figures, shown beside loclab's measurements and labelled as such.
-Their methods differ from loclab's (SPEC §7): a 0.5 score cut before AP, and PCK from one run each.
+Their methods differ from loclab's: a 0.5 score cut before AP (docs/metrics.md, 'Score threshold'), and PCK
+from one run each.
 """
 
 SEED_DETECTION_MAP = {"report A": 0.39, "report B": 0.5229}

@@ -1,8 +1,10 @@
 """Ablation grids on Ray Tune (the optional ``loclab[ray]`` extra).
 
 :func:`run_grid_ray` runs the trials of a grid as a Ray Tune grid search: one Tune trial per ablation trial,
-each calling :func:`loclab.study.trials.run_trial` into ``OUT/<trial name>``, exactly as the local engine
-does, and returns the same ``{trial name: metrics}``. Ray's own experiment records go to ``OUT/_ray``.
+each calling the trial function it is given (:func:`loclab.study.trials.run_trial`, passed in by
+:func:`loclab.study.trials.run_grid` so that this module does not import the grid module that imports it) into
+``OUT/<trial name>``, exactly as the local engine does, and returns the same ``{trial name: metrics}``. Ray's own
+experiment records go to ``OUT/_ray``.
 
 On one machine, ``loclab ablate keypoints --data-root DATA --out DIR --engine ray`` starts a local Ray
 instance and runs as many trials at a time as there are CPUs. To run the same grid on a cluster, install
@@ -18,14 +20,17 @@ Trials resume from their run directories, so re-running an interrupted grid fini
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from loclab.study.trials import run_trial
+from loclab.errors import LoclabError
+
+TrialFn = Callable[[str, dict[str, Any], str, str, int], dict[str, Any]]
 
 
-class RayMissingError(ImportError, ValueError):
-    """Ray Tune is not installed. Also a ``ValueError``, so ``loclab ablate`` reports it as a usage error."""
+class RayMissingError(LoclabError, ImportError):
+    """Ray Tune is not installed; ``loclab ablate`` reports it as one paragraph that names the extra."""
 
 
 def _tune_bookkeeping_keys() -> frozenset[str]:
@@ -38,20 +43,20 @@ def _tune_bookkeeping_keys() -> frozenset[str]:
     }
 
 
-def _tune_trial(config: dict[str, str], *, task: str, jobs: dict[str, tuple], threads: int) -> None:
+def _tune_trial(config: dict[str, str], *, task: str, jobs: dict[str, tuple], threads: int, trial: TrialFn) -> None:
     """Tune's function trainable: run the ablation trial named by ``config["trial"]`` and report its metrics."""
     from ray import tune
 
     config_dict, data_root, run_dir = jobs[config["trial"]]
-    metrics = run_trial(task, config_dict, data_root, run_dir, threads)
+    metrics = trial(task, config_dict, data_root, run_dir, threads)
     clashes = set(metrics) & _tune_bookkeeping_keys()
     if clashes:
         raise ValueError(f"metric names {sorted(clashes)} are reserved by Ray Tune")
     tune.report(metrics)
 
 
-def run_grid_ray(task: str, configs: dict[str, Any], data_root: Path, out: Path, *, cpus_per_trial: int = 1,
-                 address: str | None = None) -> dict[str, dict]:
+def run_grid_ray(task: str, configs: dict[str, Any], data_root: Path, out: Path, trial: TrialFn, *,
+                 cpus_per_trial: int = 1, address: str | None = None) -> dict[str, dict]:
     """Run every trial of a grid on Ray Tune; returns ``{trial name: metrics}`` like ``run_grid``.
 
     Args:
@@ -59,6 +64,8 @@ def run_grid_ray(task: str, configs: dict[str, Any], data_root: Path, out: Path,
         configs: trial name -> the trial's ``DetectorConfig`` / ``KeypointConfig``.
         data_root: the dataset root.
         out: the grid's directory; trial ``name`` runs in ``out/name``, Ray's records go to ``out/_ray``.
+        trial: runs one trial from plain arguments, ``trial(task, config_dict, data_root, run_dir, threads)``
+            returning its metrics: :func:`loclab.study.trials.run_trial`.
         cpus_per_trial: CPUs Ray reserves for each trial, also its number of torch threads.
         address: the Ray cluster to join: ``None`` starts a local Ray instance (or uses the one this process
             already started), ``"auto"`` joins the cluster running on this node, ``"HOST:PORT"`` a given one.
@@ -80,7 +87,7 @@ def run_grid_ray(task: str, configs: dict[str, Any], data_root: Path, out: Path,
     jobs = {name: (to_dict(cfg), str(data_root), str(out / name)) for name, cfg in configs.items()}
     if not ray.is_initialized():
         ray.init(address=address, logging_level=logging.WARNING)
-    trainable = tune.with_parameters(_tune_trial, task=task, jobs=jobs, threads=cpus_per_trial)
+    trainable = tune.with_parameters(_tune_trial, task=task, jobs=jobs, threads=cpus_per_trial, trial=trial)
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cpus_per_trial}),
         param_space={"trial": tune.grid_search(list(jobs))},

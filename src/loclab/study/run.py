@@ -5,7 +5,7 @@ Layout of a study directory::
     OUT/
       config.json, version.json        resolved study config, code version and machine
       stages/<stage>.json              cache markers and wall times
-      detector/                        detector run (see engine/rundir.py)
+      detector/                        detector run (see docs/run-directory.md)
       keypoints/heatmap/, keypoints/regression/
       keypoints/comparison.json        PCK side by side, ambiguity ceiling, failure analysis
       keypoints/visualizations/        PCK curves, method comparison, failure cases
@@ -23,19 +23,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loclab.config import StudyConfig, apply_override, study_preset, to_dict
+from loclab.config import StudyConfig, resolve_study_config, to_dict
 from loclab.engine.rundir import prepare_run_dir, version_info, write_json
 from loclab.study import trials
 from loclab.study.stages import StageRunner
 
 NUM_STAGES = 8
-
-
-def resolve_study_config(preset: str, overrides: list[str] = ()) -> StudyConfig:
-    cfg = study_preset(preset)
-    for item in overrides:
-        cfg = apply_override(cfg, item)
-    return cfg
 
 
 def ensure_data(data_root: Path, cfg: StudyConfig) -> dict[str, Any]:

@@ -25,9 +25,18 @@ from loclab.analysis.ablation import (
     summarise_anchor_ablation,
     summarise_keypoint_ablation,
 )
-from loclab.config import AblationConfig, DetectorConfig, KeypointConfig, from_dict, to_dict
+from loclab.config import (
+    AblationConfig,
+    DetectorConfig,
+    KeypointConfig,
+    from_dict,
+    resolve_study_config,
+    to_dict,
+    without_data_fields,
+)
 from loclab.engine.rundir import read_json, write_json
 from loclab.engine.tasks import train_detector_on_root, train_keypoints_on_root
+from loclab.errors import ConfigError
 
 
 def detector_trial(cfg: DetectorConfig, data_root: Path, run_dir: Path, *, progress: bool = True,
@@ -80,11 +89,16 @@ def matching_runs(task: str, configs: Mapping[str, Any], data_root: Path, runs: 
         recorded = read_json(run / "config.json")
         if section not in recorded or Path(recorded.get("data_root", "")) != Path(data_root).resolve():
             continue
-        done = from_dict(cls, recorded[section])
+        done = comparable(from_dict(cls, recorded[section]))
         for name, cfg in configs.items():
-            if cfg == done:
+            if comparable(cfg) == done:
                 found.setdefault(name, run)
     return found
+
+
+def comparable(cfg: Any) -> Any:
+    """A config as trials compare it: keypoint runs store the skeleton their data gave them, trials do not."""
+    return without_data_fields(cfg) if isinstance(cfg, KeypointConfig) else cfg
 
 
 def _usable(reuse: Mapping[str, Path], out: Path) -> dict[str, Path]:
@@ -128,7 +142,7 @@ def run_grid(task: str, configs: dict[str, Any], data_root: Path, out: Path, wor
     trial ``ray_cpus_per_trial`` CPUs (and as many torch threads).
     """
     if engine not in ("local", "ray"):
-        raise ValueError(f"unknown grid engine {engine!r}; expected 'local' or 'ray'")
+        raise ConfigError(f"unknown grid engine {engine!r}; expected 'local' or 'ray'")
     done: dict[str, dict] = {}
     for name, run in _usable(reuse or {}, out).items():
         trial_dir = out / name
@@ -146,7 +160,8 @@ def _run_trials(task: str, configs: dict[str, Any], data_root: Path, out: Path, 
     if engine == "ray":
         from loclab.study.ray_grid import run_grid_ray
 
-        return run_grid_ray(task, configs, data_root, out, cpus_per_trial=ray_cpus_per_trial, address=ray_address)
+        return run_grid_ray(task, configs, data_root, out, run_trial, cpus_per_trial=ray_cpus_per_trial,
+                            address=ray_address)
     jobs = {name: (task, to_dict(cfg), str(data_root), str(out / name)) for name, cfg in configs.items()}
     if workers <= 1:
         results = {}
@@ -213,8 +228,6 @@ def keypoint_comparison(keypoint_dir: Path, data_root: Path, threshold: float) -
 def ablation_from_cli(args) -> Path:
     """``loclab ablate anchors|keypoints``: the preset's grid, optionally with other epochs/workers/engine."""
     from dataclasses import replace
-
-    from loclab.study.run import resolve_study_config
 
     cfg = resolve_study_config(args.preset, args.overrides)
     ablation = cfg.ablation
