@@ -5,14 +5,14 @@ import torch
 
 from loclab.ops.anchors import generate_anchors
 
-DEFAULT_SIZES = (56, 28, 14)
-DEFAULT_SCALES = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
+FEATURE_MAP_SIZES = (56, 28, 14)
+ANCHOR_SIZES = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
 
 
 def test_none_and_unit_ratios_are_bit_identical_to_square_anchors():
-    square = generate_anchors(DEFAULT_SIZES, DEFAULT_SCALES)
-    unit = generate_anchors(DEFAULT_SIZES, DEFAULT_SCALES, aspect_ratios=((1.0,) * 3,) * 3)
-    explicit_none = generate_anchors(DEFAULT_SIZES, DEFAULT_SCALES, aspect_ratios=None)
+    square = generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SIZES)
+    unit = generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SIZES, aspect_ratios=((1.0,) * 3,) * 3)
+    explicit_none = generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SIZES, aspect_ratios=None)
     for a, b, c in zip(square, unit, explicit_none):
         assert torch.equal(a, b) and torch.equal(a, c)
 
@@ -34,9 +34,9 @@ def test_two_by_two_map_hand_computed():
 
 def test_ratio_sets_width_over_height_and_keeps_area_and_centre():
     ratios = ((0.5, 2.0, 3.0), (1.0, 0.25, 1.7), (4.0, 1.0, 0.6))
-    anchors = generate_anchors(DEFAULT_SIZES, DEFAULT_SCALES, aspect_ratios=ratios, dtype=torch.float64)
-    square = generate_anchors(DEFAULT_SIZES, DEFAULT_SCALES, dtype=torch.float64)
-    for a, sq, sides, rs in zip(anchors, square, DEFAULT_SCALES, ratios):
+    anchors = generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SIZES, aspect_ratios=ratios, dtype=torch.float64)
+    square = generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SIZES, dtype=torch.float64)
+    for a, sq, sides, rs in zip(anchors, square, ANCHOR_SIZES, ratios):
         per_anchor = a.view(-1, len(sides), 4)
         w = per_anchor[..., 2] - per_anchor[..., 0]
         h = per_anchor[..., 3] - per_anchor[..., 1]

@@ -3,8 +3,8 @@ import torch
 
 from loclab.ops import anchor_scale_index, generate_anchors
 
-DEFAULT_SIZES = (56, 28, 14)
-DEFAULT_SCALES = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
+FEATURE_MAP_SIZES = (56, 28, 14)
+ANCHOR_SIZES = ((16, 24, 32), (48, 64, 96), (96, 128, 192))
 
 
 def test_two_by_two_map_hand_computed():
@@ -24,7 +24,7 @@ def test_two_by_two_map_hand_computed():
 
 
 def test_default_setup_counts_and_corner_anchors():
-    anchors = generate_anchors(DEFAULT_SIZES, DEFAULT_SCALES, image_size=224)
+    anchors = generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SIZES, image_size=224)
     assert [a.shape for a in anchors] == [(56 * 56 * 3, 4), (28 * 28 * 3, 4), (14 * 14 * 3, 4)]
     # (first anchor, last anchor) per scale; strides 4, 8, 16; first centre stride/2, last 224 - stride/2.
     expected = [
@@ -64,7 +64,7 @@ def test_order_matches_the_head_reshape_convention():
 
 
 def test_anchors_are_not_clipped_and_stride_may_be_fractional():
-    anchors = torch.cat(generate_anchors(DEFAULT_SIZES, DEFAULT_SCALES))
+    anchors = torch.cat(generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SIZES))
     assert anchors.min() < 0 and anchors.max() > 224
     (odd,) = generate_anchors([3], [[10]], image_size=224)  # stride 74.67
     centres = (odd[:, 0] + odd[:, 2]) / 2
@@ -72,8 +72,8 @@ def test_anchors_are_not_clipped_and_stride_may_be_fractional():
 
 
 def test_anchor_scale_index_follows_concatenation_order():
-    index = anchor_scale_index(DEFAULT_SIZES, 3)
-    anchors = generate_anchors(DEFAULT_SIZES, DEFAULT_SCALES)
+    index = anchor_scale_index(FEATURE_MAP_SIZES, 3)
+    anchors = generate_anchors(FEATURE_MAP_SIZES, ANCHOR_SIZES)
     assert index.dtype == torch.long
     assert index.shape[0] == sum(a.shape[0] for a in anchors)
     assert torch.bincount(index).tolist() == [9408, 2352, 588]

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from coco_reference import pycocotools_ap
+from coco_reference import devkit_voc_ap, pycocotools_ap
 
 from loclab.metrics import (
     Detections,
@@ -63,22 +63,6 @@ def test_conventions_on_empty_and_partial_curves():
     assert ap_coco_101point(np.array([0.5]), np.array([1.0])) == pytest.approx(51 / 101)
 
 
-def _devkit_voc_ap(rec, prec, use_07_metric):
-    """The PASCAL VOC devkit's voc_ap (py-faster-rcnn's voc_eval.py), loops and all."""
-    if use_07_metric:
-        ap = 0.0
-        for t in np.arange(0.0, 1.1, 0.1):
-            p = 0 if np.sum(rec >= t) == 0 else np.max(prec[rec >= t])
-            ap = ap + p / 11.0
-        return ap
-    mrec = np.concatenate(([0.0], rec, [1.0]))
-    mpre = np.concatenate(([0.0], prec, [0.0]))
-    for i in range(mpre.size - 1, 0, -1):
-        mpre[i - 1] = np.maximum(mpre[i - 1], mpre[i])
-    i = np.where(mrec[1:] != mrec[:-1])[0]
-    return np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
-
-
 @pytest.mark.parametrize("seed", range(20))
 def test_voc_conventions_match_the_devkit_on_random_curves(seed):
     rng = np.random.default_rng(seed)
@@ -86,8 +70,8 @@ def test_voc_conventions_match_the_devkit_on_random_curves(seed):
     num_gt = max(1, int(is_tp.sum()) + int(rng.integers(0, 3)))  # some boxes may never be found
     tp, fp = np.cumsum(is_tp), np.cumsum(~is_tp)
     recall, precision = tp / num_gt, tp / (tp + fp)
-    assert ap_voc_allpoint(recall, precision) == pytest.approx(_devkit_voc_ap(recall, precision, False), abs=1e-12)
-    assert ap_voc07_11point(recall, precision) == pytest.approx(_devkit_voc_ap(recall, precision, True), abs=1e-12)
+    assert ap_voc_allpoint(recall, precision) == pytest.approx(devkit_voc_ap(recall, precision, False), abs=1e-12)
+    assert ap_voc07_11point(recall, precision) == pytest.approx(devkit_voc_ap(recall, precision, True), abs=1e-12)
 
 
 # --- matching ------------------------------------------------------------------------------------------------------

@@ -7,14 +7,13 @@ an ignored box there (``_ignore`` in ``COCOeval.evaluateImg``), which is exactly
 treated. (``iscrowd`` would not do: crowd regions are matched by intersection over the detection's area.)
 """
 
-import contextlib
-import io
 import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from coco_reference import devkit_voc_ap, pycocotools_ap
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,22 +44,6 @@ def _iou(a, b):
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-
-
-def _devkit_voc_ap(rec, prec, use_07_metric):
-    """The PASCAL VOC devkit's voc_ap (py-faster-rcnn's voc_eval.py), loops and all."""
-    if use_07_metric:
-        ap = 0.0
-        for t in np.arange(0.0, 1.1, 0.1):
-            p = 0 if np.sum(rec >= t) == 0 else np.max(prec[rec >= t])
-            ap = ap + p / 11.0
-        return ap
-    mrec = np.concatenate(([0.0], rec, [1.0]))
-    mpre = np.concatenate(([0.0], prec, [0.0]))
-    for i in range(mpre.size - 1, 0, -1):
-        mpre[i - 1] = np.maximum(mpre[i - 1], mpre[i])
-    i = np.where(mrec[1:] != mrec[:-1])[0]
-    return np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1])
 
 
 def _devkit_reference(dets, gts, iou_threshold, class_id, taken_is_fp=False):
@@ -122,49 +105,19 @@ def _check_voc_against_reference(dets, gts, iou_threshold):
         if npos == 0:
             assert class_id not in result[f"AP{tag}"] or math.isnan(result[f"AP{tag}"][class_id])
             continue
-        assert result[f"AP{tag}"][class_id] == pytest.approx(_devkit_voc_ap(rec, prec, False), abs=1e-12)
-        assert result[f"AP{tag}_voc07"][class_id] == pytest.approx(_devkit_voc_ap(rec, prec, True), abs=1e-12)
+        assert result[f"AP{tag}"][class_id] == pytest.approx(devkit_voc_ap(rec, prec, False), abs=1e-12)
+        assert result[f"AP{tag}_voc07"][class_id] == pytest.approx(devkit_voc_ap(rec, prec, True), abs=1e-12)
         # loclab's curve is the devkit's without the repeated points of ignored detections.
         np.testing.assert_allclose(result["pr_curves"][class_id]["recall"], rec[counted], rtol=0, atol=1e-15)
         np.testing.assert_allclose(result["pr_curves"][class_id]["precision"], prec[counted], rtol=0, atol=1e-15)
 
 
 def _pycocotools_ap(dets, gts, iou_threshold):
-    """Per-class COCO 101-point AP from pycocotools (area all, maxDets 100); difficult boxes get ``area`` -1, outside
-    the 'all' range, which makes them pycocotools' ignored boxes."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    def xywh(box):
-        return [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
-
-    difficult = np.zeros(len(gts), bool) if gts.difficult is None else gts.difficult
-    annotations = [
-        {"id": k + 1, "image_id": int(i), "category_id": int(c), "bbox": xywh(b), "iscrowd": 0,
-         "area": -1.0 if hard else xywh(b)[2] * xywh(b)[3]}
-        for k, (i, c, b, hard) in enumerate(zip(gts.image_id, gts.category_id, gts.boxes, difficult))
-    ]  # fmt: skip
-    results = [
-        {"image_id": int(i), "category_id": int(c), "bbox": xywh(b), "score": float(s)}
-        for i, c, b, s in zip(dets.image_id, dets.category_id, dets.boxes, dets.scores)
-    ]
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO()
-        coco_gt.dataset = {
-            "images": [{"id": int(i), "width": 300, "height": 300} for i in gts.image_ids],
-            "annotations": annotations,
-            "categories": [{"id": c, "name": str(c)} for c in range(NUM_CLASSES)],
-        }
-        coco_gt.createIndex()
-        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), "bbox")
-        evaluator.params.iouThrs = np.array([iou_threshold])
-        evaluator.evaluate()
-        evaluator.accumulate()
-    precision = evaluator.eval["precision"][0, :, :, 0, -1]
-    return {
-        c: float(precision[:, k].mean()) if (precision[:, k] > -1).all() else math.nan
-        for k, c in enumerate(evaluator.params.catIds)
-    }
+    """Per-class COCO 101-point AP from pycocotools (area all, maxDets 100), difficult boxes as its ignored boxes."""
+    per_class, _ = pycocotools_ap(zip(gts.image_id, gts.category_id, gts.boxes),
+                                  zip(dets.image_id, dets.category_id, dets.boxes, dets.scores), gts.image_ids,
+                                  range(NUM_CLASSES), iou_threshold, difficult=gts.difficult)
+    return per_class
 
 
 def _check_coco_against_pycocotools(dets, gts, iou_threshold):
@@ -265,8 +218,8 @@ def test_equals_the_devkit_itself_when_no_detection_falls_on_a_taken_box():
             if hit_taken or npos == 0:
                 continue
             agreeing += 1
-            assert result["AP50"][class_id] == pytest.approx(_devkit_voc_ap(rec, prec, False), abs=1e-12)
-            assert result["AP50_voc07"][class_id] == pytest.approx(_devkit_voc_ap(rec, prec, True), abs=1e-12)
+            assert result["AP50"][class_id] == pytest.approx(devkit_voc_ap(rec, prec, False), abs=1e-12)
+            assert result["AP50_voc07"][class_id] == pytest.approx(devkit_voc_ap(rec, prec, True), abs=1e-12)
     assert agreeing >= 20
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from loclab.cli import main
 from loclab.data.errors import DataError
+from loclab.models.detector import DETECTOR_MODELS
+from loclab.models.keypoints import KEYPOINT_MODELS
 
 
 def test_unusable_output_directory_fails_before_training(tiny_data_root, tmp_path, capsys):
@@ -59,10 +61,20 @@ def test_debug_raises_user_errors_with_their_traceback(tmp_path):
 
 
 def test_unknown_model_is_a_config_error(tiny_data_root, tmp_path, capsys):
-    code = main(["train", "keypoints", "--model", "no_such_model", "--data-root", str(tiny_data_root),
+    code = main(["train", "keypoints", "--set", "model=no_such_model", "--data-root", str(tiny_data_root),
                  "--out", str(tmp_path / "r"), "--epochs", "1", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "unknown keypoint model 'no_such_model'" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("task", ["detector", "keypoints"])
+def test_model_choices_come_from_the_registries(task, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["train", task, "--model", "no_such_model", "--data-root", str(tmp_path), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    registry = DETECTOR_MODELS if task == "detector" else KEYPOINT_MODELS
+    assert exit.value.code == 2 and "invalid choice: 'no_such_model'" in err
+    assert all(repr(name) in err for name in registry)
 
 
 def test_a_bug_keeps_its_traceback(tmp_path):

@@ -2,17 +2,8 @@ import json
 
 import pytest
 
-from loclab.config import (
-    PRESETS,
-    DetectorConfig,
-    StudyConfig,
-    apply_override,
-    detector_recipe,
-    from_dict,
-    keypoint_recipe,
-    study_preset,
-    to_dict,
-)
+from loclab.config import DetectorConfig, StudyConfig, apply_override, from_dict, to_dict
+from loclab.recipes import PRESETS, detector_recipe, keypoint_recipe, study_preset
 
 
 @pytest.mark.parametrize("name", PRESETS)

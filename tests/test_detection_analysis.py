@@ -12,7 +12,7 @@ from loclab.analysis.coverage import anchor_coverage, anchors_at_box_centres
 from loclab.analysis.scale import scale_specialisation
 from loclab.analysis.sizes import SIZE_BUCKETS, object_size_distribution, size_bucket
 from loclab.data.formats_detection import load_detection_annotations
-from loclab.metrics.ap import Detections, GroundTruth
+from loclab.metrics.ap_matching import Detections, GroundTruth
 from loclab.ops.anchors import generate_anchors
 from loclab.ops.matching import match_anchors_to_targets
 

@@ -87,8 +87,8 @@ def test_all_visible_training_loss_is_bitwise_the_old_one(key, tiny_data_root):
     images, target, visible = (torch.stack(t) for t in zip(*(dataset[i] for i in range(6))))
     torch.manual_seed(0)
     model = make_model(cfg).train()
-    path = resolve_numeric_path("fp32")
-    new = make_step(cfg)(model, (images, target, visible), path)["loss_total"]
+    numeric = resolve_numeric_path("fp32")
+    new = make_step(cfg)(model, (images, target, visible), numeric)["loss_total"]
     torch.manual_seed(0)
     model = make_model(cfg).train()
     old = _old_losses()[key](model(images).float(), target.float())

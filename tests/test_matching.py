@@ -4,7 +4,7 @@ import torch
 from loclab.ops import box_iou, generate_anchors, match_anchors_to_targets, match_batch
 
 SMALL_SIZES = (8, 4, 2)  # a 64 px image: strides 8, 16, 32
-SMALL_SCALES = ((4, 6, 8), (12, 16, 24), (24, 32, 48))
+SMALL_ANCHOR_SIZES = ((4, 6, 8), (12, 16, 24), (24, 32, 48))
 
 
 def _reference_match(anchors, boxes, labels, pos_threshold=0.5, neg_threshold=0.3, min_best_iou=0.1):
@@ -73,7 +73,7 @@ def _random_scene(generator, num_boxes, image_size=64.0, duplicate=False):
 
 @pytest.fixture(scope="module")
 def small_anchors():
-    return torch.cat(generate_anchors(SMALL_SIZES, SMALL_SCALES, image_size=64))
+    return torch.cat(generate_anchors(SMALL_SIZES, SMALL_ANCHOR_SIZES, image_size=64))
 
 
 @pytest.mark.parametrize("seed", range(25))

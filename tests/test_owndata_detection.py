@@ -14,7 +14,7 @@ import torch
 from layout_writers import NAMES, make_detection_dataset, write_coco, write_layout
 from loclab.bench.ap import pycocotools_ap50
 from loclab.cli import main
-from loclab.config import OptimConfig, ScheduleConfig, TrainConfig, own_data_detector_config
+from loclab.config import OptimConfig, ScheduleConfig, TrainConfig
 from loclab.data.datasets import DetectionDataset
 from loclab.engine.detection import config_for_data, load_detector, predict_dataset, train_detector
 from loclab.engine.tasks import detection_split
@@ -22,6 +22,7 @@ from loclab.evaluation.detection import detections_table, evaluate_detections, g
 from loclab.metrics.ap import compute_ap
 from loclab.ops.boxes import box_iou
 from loclab.predict import predict_detector_files
+from loclab.recipes import own_data_detector_config
 
 pytestmark = pytest.mark.slow
 

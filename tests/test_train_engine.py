@@ -26,7 +26,7 @@ def _model():
     return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.1), nn.Linear(16, 1))
 
 
-def _step(model, batch, path):
+def _step(model, batch, numeric):
     x, y = batch
     return {"loss_total": nn.functional.mse_loss(model(x), y)}
 
@@ -60,11 +60,11 @@ def test_resume_replays_the_uninterrupted_run(tmp_path):
     files = RunFiles(tmp_path / "cut")
     steps = []
 
-    def stopping_step(m, batch, path):
+    def stopping_step(m, batch, numeric):
         steps.append(1)
         if len(steps) > 2 * 8:  # 6 train + 2 val steps per epoch: stop inside epoch 3
             raise KeyboardInterrupt
-        return _step(m, batch, path)
+        return _step(m, batch, numeric)
 
     with pytest.raises(KeyboardInterrupt):
         fit(model, stopping_step, _data(), _data(16, seed=1), None, cfg, resolve_numeric_path("fp32"), files,

@@ -17,22 +17,21 @@ from pathlib import Path
 from dataclasses import replace
 
 from loclab import __version__
-from loclab.config import (
+from loclab.config import DetectorConfig, KeypointConfig, apply_override, apply_overrides
+from loclab.data.layouts import LAYOUTS, detect_layout
+from loclab.errors import LoclabError
+from loclab.models.detector import DETECTOR_MODELS
+from loclab.models.keypoints import KEYPOINT_MODELS
+from loclab.recipes import (
     OWN_DATA_IMAGE_SIZE,
-    PRESETS,
-    DetectorConfig,
-    KeypointConfig,
-    apply_override,
-    apply_overrides,
-    detector_config,
     OWN_DATA_KEYPOINT_INPUT,
+    PRESETS,
+    detector_config,
     keypoint_config,
     own_data_detector_config,
     own_data_keypoint_config,
     scaled_anchor_sizes,
 )
-from loclab.data.layouts import LAYOUTS, detect_layout
-from loclab.errors import LoclabError
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -57,14 +56,15 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a detector or a keypoint model into a run directory")
     tsub = train.add_subparsers(dest="task", required=True)
     td = tsub.add_parser("detector")
-    td.add_argument("--model", default=None, help="reference | loclab (default: loclab, the best model)")
+    td.add_argument("--model", choices=list(DETECTOR_MODELS), default=None,
+                    help="detector architecture (default: the recipe's, loclab for fast and reference for paper)")
     td.add_argument("--imgsz", type=int, default=None,
                     help=f"square model input side, a multiple of 32; images are letterboxed to it (default: 224 for "
                          f"the reference layout, {OWN_DATA_IMAGE_SIZE} for your own data)")
     td.add_argument("--autoanchor", action="store_true",
                     help="fit the anchors to the training boxes (k-means on their shapes) instead of the defaults")
     tk = tsub.add_parser("keypoints")
-    tk.add_argument("--model", default="heatmap", help="heatmap | regression | integral | spatial_regression")
+    tk.add_argument("--model", choices=list(KEYPOINT_MODELS), default="heatmap", help="keypoint model")
     tk.add_argument("--loss", choices=["mse", "spatial_ce"], default=None,
                     help="heatmap loss: mse (the reports') or spatial_ce (spatial softmax cross-entropy)")
     tk.add_argument("--hand-invariant", action="store_true",
@@ -132,7 +132,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole study and write the report")
     run.add_argument("--preset", choices=PRESETS, default="quick")
     run.add_argument("--out", type=Path, required=True)
-    run.add_argument("--data-root", type=Path, default=None, help="dataset root; generated there if empty")
+    run.add_argument("--data-root", type=Path, default=None,
+                     help="the course data (generated there when missing or empty), or your own dataset (COCO, "
+                          "Pascal VOC, YOLO, DeepLabCut): only the stages of the tasks it holds run")
     run.add_argument("--force", action="store_true", help="re-run stages even if their results exist")
     _add_set(run)
 

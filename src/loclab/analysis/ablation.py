@@ -57,7 +57,8 @@ def summarise_keypoint_ablation(base: KeypointConfig, ablation: AblationConfig,
             m = metrics[trial]
             rows.append({"setting": label, "trial": trial, "pck": m["pck"], "pck_swap": m["pck_swap"],
                          "val_mse": m.get("val_loss"), "train_time_s": m.get("train_time_s")})
-        best = max(rows, key=lambda r: (r["pck_swap"]["0.05"], r["pck"]["0.05"]))
+        # a skeleton without symmetric pairs has no swap-aware PCK: standard PCK decides alone
+        best = max(rows, key=lambda r: ((r["pck_swap"] or r["pck"])["0.05"], r["pck"]["0.05"]))
         out["factors"][factor] = {"rows": rows, "best": best["setting"]}
     return out
 

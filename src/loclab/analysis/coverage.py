@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from loclab.analysis.sizes import BUCKET_EDGES, BUCKET_RULE, SIZE_BUCKETS, box_sqrt_area, size_bucket
+from loclab.analysis.sizes import BUCKET_EDGES, box_sqrt_area, bucket_names, bucket_rule, size_bucket
 from loclab.data.formats_detection import DetectionSplit
 from loclab.ops.boxes import box_iou
 from loclab.ops.matching import match_batch
@@ -85,16 +85,17 @@ def _per_gt(
     return arrays
 
 
-def _mean_by_bucket(values: np.ndarray, bucket: np.ndarray) -> list[float | None]:
+def _mean_by_bucket(values: np.ndarray, bucket: np.ndarray, num_buckets: int) -> list[float | None]:
     """Mean of ``values [G]`` within each size bucket; ``None`` for an empty bucket."""
-    return [float(values[bucket == b].mean()) if (bucket == b).any() else None for b in range(len(SIZE_BUCKETS))]
+    return [float(values[bucket == b].mean()) if (bucket == b).any() else None for b in range(num_buckets)]
 
 
 def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
-def _histograms(best_per_scale: np.ndarray, best: np.ndarray, bucket: np.ndarray, num_bins: int) -> dict[str, Any]:
+def _histograms(best_per_scale: np.ndarray, best: np.ndarray, bucket: np.ndarray, num_bins: int,
+                num_buckets: int) -> dict[str, Any]:
     edges = np.linspace(0.0, 1.0, num_bins + 1)
 
     def hist(values: np.ndarray) -> list[int]:
@@ -102,9 +103,9 @@ def _histograms(best_per_scale: np.ndarray, best: np.ndarray, bucket: np.ndarray
 
     return {
         "bin_edges": np.round(edges, 6).tolist(),
-        "per_scale_bucket": [[hist(best_per_scale[bucket == b, s]) for b in range(len(SIZE_BUCKETS))]
+        "per_scale_bucket": [[hist(best_per_scale[bucket == b, s]) for b in range(num_buckets)]
                              for s in range(best_per_scale.shape[1])],
-        "all_scales_per_bucket": [hist(best[bucket == b]) for b in range(len(SIZE_BUCKETS))],
+        "all_scales_per_bucket": [hist(best[bucket == b]) for b in range(num_buckets)],
     }
 
 
@@ -122,6 +123,7 @@ def anchor_coverage(
     neg_threshold: float = 0.3,
     min_best_iou: float = 0.1,
     num_bins: int = 20,
+    bucket_edges: Sequence[float] = BUCKET_EDGES,
 ) -> dict[str, Any]:
     """Anchor coverage of a split's ground truth (definitions in the module docstring).
 
@@ -132,6 +134,7 @@ def anchor_coverage(
         iou_threshold: IoU that counts as "covered" for the best possible recall.
         pos_threshold, neg_threshold, min_best_iou: the training matcher's settings (for positives per gt).
         num_bins: number of equal IoU bins on ``[0, 1]`` for the histograms.
+        bucket_edges: the size-bucket edges (:func:`loclab.analysis.sizes.size_bucket`; default the course's).
 
     Returns:
         JSON-ready dict; ``[s][b]`` is scale-major, bucket-minor::
@@ -156,41 +159,43 @@ def anchor_coverage(
     best_per_scale, positives = per_gt["best_per_scale"], per_gt["positives"]
     num_scales = len(anchors_per_scale)
     best = best_per_scale.max(axis=1) if len(best_per_scale) else np.zeros(0)
-    bucket = size_bucket(per_gt["boxes"])
+    bucket = size_bucket(per_gt["boxes"], bucket_edges)
+    num_buckets = len(bucket_edges) + 1
     covered = best_per_scale >= iou_threshold
     total_pos = positives.sum(axis=1)
 
     def four_ways(per_scale_values: np.ndarray, overall_values: np.ndarray) -> dict[str, Any]:
         return {
-            "per_scale_bucket": [_mean_by_bucket(per_scale_values[:, s], bucket) for s in range(num_scales)],
+            "per_scale_bucket": [_mean_by_bucket(per_scale_values[:, s], bucket, num_buckets)
+                                 for s in range(num_scales)],
             "per_scale": [_mean(per_scale_values[:, s]) for s in range(num_scales)],
-            "per_bucket": _mean_by_bucket(overall_values, bucket),
+            "per_bucket": _mean_by_bucket(overall_values, bucket, num_buckets),
             "overall": _mean(overall_values),
         }
 
     return {
         "scales": [f"S{s + 1}" for s in range(num_scales)],
-        "buckets": list(SIZE_BUCKETS),
-        "bucket_edges": list(BUCKET_EDGES),
-        "bucket_rule": BUCKET_RULE,
+        "buckets": list(bucket_names(bucket_edges)),
+        "bucket_edges": [float(e) for e in bucket_edges],
+        "bucket_rule": bucket_rule(bucket_edges),
         "anchor_sizes": anchor_sizes(anchors_per_scale),
         "iou_threshold": float(iou_threshold),
         "matcher": {"pos_threshold": pos_threshold, "neg_threshold": neg_threshold, "min_best_iou": min_best_iou},
         "num_gt": len(best),
-        "gt_per_bucket": np.bincount(bucket, minlength=len(SIZE_BUCKETS)).tolist(),
+        "gt_per_bucket": np.bincount(bucket, minlength=num_buckets).tolist(),
         "best_possible_recall": four_ways(covered.astype(np.float64), (best >= iou_threshold).astype(np.float64)),
         "mean_best_iou": four_ways(best_per_scale, best),
-        "best_scale_share": [_mean_by_bucket((per_gt["best_scale"] == s).astype(np.float64), bucket)
+        "best_scale_share": [_mean_by_bucket((per_gt["best_scale"] == s).astype(np.float64), bucket, num_buckets)
                              for s in range(num_scales)],
         "positives_per_gt": {
-            "mean_per_bucket": _mean_by_bucket(total_pos.astype(np.float64), bucket),
-            "mean_per_scale_bucket": [_mean_by_bucket(positives[:, s].astype(np.float64), bucket)
+            "mean_per_bucket": _mean_by_bucket(total_pos.astype(np.float64), bucket, num_buckets),
+            "mean_per_scale_bucket": [_mean_by_bucket(positives[:, s].astype(np.float64), bucket, num_buckets)
                                       for s in range(num_scales)],
             "overall_mean": _mean(total_pos.astype(np.float64)),
-            "zero_fraction_per_bucket": _mean_by_bucket((total_pos == 0).astype(np.float64), bucket),
+            "zero_fraction_per_bucket": _mean_by_bucket((total_pos == 0).astype(np.float64), bucket, num_buckets),
             "histogram": np.bincount(total_pos, minlength=1).tolist(),
         },
-        "histograms": _histograms(best_per_scale, best, bucket, num_bins),
+        "histograms": _histograms(best_per_scale, best, bucket, num_bins, num_buckets),
         "per_gt": {
             "sqrt_area": np.round(box_sqrt_area(per_gt["boxes"]), 2).tolist(),
             "bucket": bucket.tolist(),

@@ -31,6 +31,7 @@ from loclab.metrics.pck import (
     keypoint_distances,
     keypoint_norms,
 )
+from loclab.metrics.pck_instances import best_pair_assignment, instance_norms
 
 FAILURE_TYPES: tuple[str, ...] = ("A", "B", "C")
 TYPE_MEANINGS: dict[str, str] = {
@@ -159,4 +160,72 @@ def failure_analysis(
             for model, c in correct.items()
         },
         "failing_by_image": by_image,
+    }
+
+
+def instance_failure_analysis(
+    heatmap_pred: ArrayLike,
+    regression_pred: ArrayLike,
+    ground_truths: ArrayLike,
+    visible: ArrayLike,
+    keypoint_names: Sequence[str],
+    symmetric_pairs: Sequence[tuple[int, int]] = (),
+    threshold: float = 0.1,
+) -> dict[str, Any]:
+    """:func:`failure_analysis` per instance, for data with unlabelled keypoints and any symmetric pairs (a user's
+    own dataset, many instances per image).
+
+    An instance is correct for a model when every *labelled* keypoint satisfies ``distance / norm <= threshold``,
+    norm = the diagonal of the box around the instance's labelled keypoints
+    (:func:`loclab.metrics.pck_instances.instance_norms`); with ``symmetric_pairs`` each pair is first matched in
+    the order closer to the ground truth (:func:`~loclab.metrics.pck_instances.best_pair_assignment`). Instances
+    without a labelled keypoint are not classified. A NaN prediction (no prediction matched) is wrong.
+
+    Returns the keys of :func:`failure_analysis`, with ``unit: "instances"``, ``num_images`` = the number of
+    instances classified, and ids (``image_ids``, ``failing_by_image``) that are instance indices (rows of the
+    split's keypoints); ``keypoint_accuracy`` counts labelled keypoints only.
+    """
+    gt = torch.as_tensor(ground_truths).detach().cpu().double()
+    shown = torch.as_tensor(visible).detach().cpu().bool()
+    names, pairs = list(keypoint_names), [(int(a), int(b)) for a, b in symmetric_pairs]
+    norms = instance_norms(gt, shown, "bbox")
+    scored = shown & norms.isfinite()[:, None]
+    rows = torch.nonzero(scored.any(dim=1)).flatten()
+    correct = {}
+    for model, pred in zip(MODELS, (heatmap_pred, regression_pred)):
+        pred = torch.as_tensor(pred).detach().cpu().double()
+        if tuple(pred.shape) != tuple(gt.shape):
+            raise ValueError(f"{model} predictions have shape {tuple(pred.shape)}, ground truths {tuple(gt.shape)}")
+        if pairs:
+            pred, _ = best_pair_assignment(pred, gt, pairs, visible=shown)
+        ratios = torch.linalg.vector_norm(pred - gt, dim=-1) / norms[:, None]
+        correct[model] = ((ratios <= float(threshold)) | ~scored)[rows]  # NaN compares False: wrong
+    scored, ids = scored[rows], rows.tolist()
+    ok = {model: c.all(dim=1) for model, c in correct.items()}
+    masks = {"A": ok["heatmap"] & ~ok["regression"], "B": ~ok["heatmap"] & ok["regression"],
+             "C": ~ok["heatmap"] & ~ok["regression"]}
+    pairs_text = (f"each symmetric pair ({', '.join(f'{names[a]}/{names[b]}' for a, b in pairs)}) is first matched "
+                  "in the order closer to the ground truth" if pairs else "no symmetric pairs")
+    return {
+        "rule": (f"an instance is correct for a model when all its labelled keypoints satisfy distance / norm <= "
+                 f"{threshold:g}, norm = the diagonal of the box around the instance's labelled keypoints; "
+                 f"{pairs_text}"),
+        "threshold": float(threshold),
+        "normalize_by": "bbox",
+        "swap_aware": bool(pairs),
+        "unit": "instances",
+        "num_images": len(ids),
+        "types": dict(TYPE_MEANINGS),
+        "counts": {**{kind: int(mask.sum()) for kind, mask in masks.items()},
+                   "both_correct": int((ok["heatmap"] & ok["regression"]).sum())},
+        "image_ids": {kind: [ids[i] for i in torch.nonzero(mask).flatten().tolist()] for kind, mask in masks.items()},
+        "failing_keypoints": {kind: {model: {name: int((~correct[model][mask][:, k]).sum()) for k, name in enumerate(names)}
+                                     for model in MODELS} for kind, mask in masks.items()},
+        "keypoint_accuracy": {model: {name: (float((c[:, k] & scored[:, k]).sum() / scored[:, k].sum())
+                                             if bool(scored[:, k].any()) else None) for k, name in enumerate(names)}
+                              for model, c in correct.items()},
+        "failing_by_image": {str(ids[row]): {"type": kind, **{model: [names[k] for k in range(len(names))
+                                                                      if not bool(correct[model][row, k])]
+                                                             for model in MODELS}}
+                             for kind, mask in masks.items() for row in torch.nonzero(mask).flatten().tolist()},
     }

@@ -1,8 +1,8 @@
 """Scale specialisation: which detection head (S1, S2, S3) finds which object size
 (docs/metrics.md, 'Detection analyses').
 
-Definitions, with the AP@0.5 matching of :func:`loclab.metrics.ap.match_detections` (per image and class, by
-decreasing score, each detection takes the free same-class box of highest IoU ``>= iou_threshold``):
+Definitions, with the AP@0.5 matching of :func:`loclab.metrics.ap_matching.match_detections` (per image and class,
+by decreasing score, each detection takes the free same-class box of highest IoU ``>= iou_threshold``):
 
 * **TP table** ``tp_counts[s][b]``: the true positives among the detections (after NMS) that head ``s`` produced,
   whose matched ground-truth box is in size bucket ``b`` (:mod:`loclab.analysis.sizes`). The matching runs once
@@ -24,12 +24,13 @@ Undefined ratios (a bucket without ground truth or TPs) are ``None`` (JSON null)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from loclab.analysis.sizes import BUCKET_EDGES, BUCKET_RULE, SIZE_BUCKETS, size_bucket
-from loclab.metrics.ap import Detections, GroundTruth, match_detections
+from loclab.analysis.sizes import BUCKET_EDGES, bucket_names, bucket_rule, size_bucket
+from loclab.metrics.ap_matching import Detections, GroundTruth, match_detections
 
 DEFAULT_DISPLAY_THRESHOLD = 0.5
 
@@ -40,11 +41,12 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> list:
     return [[None if np.isnan(v) else float(v) for v in row] for row in np.atleast_2d(out)]
 
 
-def _matched_per_bucket(dets: Detections, gts: GroundTruth, gt_bucket: np.ndarray, iou: float) -> np.ndarray:
+def _matched_per_bucket(dets: Detections, gts: GroundTruth, gt_bucket: np.ndarray, iou: float,
+                        num_buckets: int) -> np.ndarray:
     """How many gt boxes of each bucket some detection of ``dets`` matches: ``[num_buckets]`` int."""
     match = match_detections(dets, gts, iou)
     hit = match.matched_gt[match.is_tp]
-    return np.bincount(gt_bucket[hit], minlength=len(SIZE_BUCKETS))
+    return np.bincount(gt_bucket[hit], minlength=num_buckets)
 
 
 def _table(
@@ -52,13 +54,14 @@ def _table(
     is_tp: np.ndarray, matched_gt: np.ndarray, keep: np.ndarray, num_scales: int, iou: float,
 ) -> dict[str, Any]:
     """TP counts, shares and per-scale recall for the detections selected by ``keep`` (bool ``[D]``)."""
-    counts = np.zeros((num_scales, len(SIZE_BUCKETS)), dtype=np.int64)
+    num_buckets = len(gt_count)
+    counts = np.zeros((num_scales, num_buckets), dtype=np.int64)
     tp = keep & is_tp
     np.add.at(counts, (scales[tp], gt_bucket[matched_gt[tp]]), 1)
-    recall = np.zeros((num_scales, len(SIZE_BUCKETS)))
+    recall = np.zeros((num_scales, num_buckets))
     for s in range(num_scales):
-        recall[s] = _matched_per_bucket(dets.select(keep & (scales == s)), gts, gt_bucket, iou)
-    recall_all = _matched_per_bucket(dets.select(keep), gts, gt_bucket, iou)
+        recall[s] = _matched_per_bucket(dets.select(keep & (scales == s)), gts, gt_bucket, iou, num_buckets)
+    recall_all = _matched_per_bucket(dets.select(keep), gts, gt_bucket, iou, num_buckets)
     return {
         "num_detections": int(keep.sum()),
         "num_tp": int(tp.sum()),
@@ -78,6 +81,8 @@ def scale_specialisation(
     score_threshold: float | None = None,
     *,
     num_scales: int = 3,
+    bucket_edges: Sequence[float] = BUCKET_EDGES,
+    bucket_boxes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Which head produced each true positive, by size bucket of its ground truth (module docstring).
 
@@ -89,6 +94,9 @@ def scale_specialisation(
         score_threshold: minimum score of the headline "confident" table; ``None`` means the display threshold
             :data:`DEFAULT_DISPLAY_THRESHOLD` (0.5).
         num_scales: number of heads; ``scales`` must lie in ``0..num_scales-1``.
+        bucket_edges: the size-bucket edges (:func:`loclab.analysis.sizes.size_bucket`; default the course's).
+        bucket_boxes: ``[G, 4]`` boxes to measure the sizes on, row ``g`` for ground-truth box ``g`` (the boxes in
+            the letterboxed model input, where the anchors live); default ``ground_truth.boxes``.
 
     Returns:
         JSON-ready dict::
@@ -107,15 +115,18 @@ def scale_specialisation(
     if scales.size and (scales.min() < 0 or scales.max() >= num_scales):
         raise ValueError(f"scales must lie in 0..{num_scales - 1}, got {scales.min()}..{scales.max()}")
     threshold = DEFAULT_DISPLAY_THRESHOLD if score_threshold is None else float(score_threshold)
-    gt_bucket = size_bucket(ground_truth.boxes)
-    gt_count = np.bincount(gt_bucket, minlength=len(SIZE_BUCKETS))
+    measured = ground_truth.boxes if bucket_boxes is None else np.asarray(bucket_boxes).reshape(-1, 4)
+    if len(measured) != len(ground_truth.boxes):
+        raise ValueError(f"bucket_boxes has {len(measured)} rows for {len(ground_truth.boxes)} ground-truth boxes")
+    gt_bucket = size_bucket(measured, bucket_edges)
+    gt_count = np.bincount(gt_bucket, minlength=len(bucket_edges) + 1)
     match = match_detections(detections, ground_truth, iou_threshold)
     common = (detections, scales, ground_truth, gt_bucket, gt_count, match.is_tp, match.matched_gt)
     return {
         "scales": [f"S{i + 1}" for i in range(num_scales)],
-        "buckets": list(SIZE_BUCKETS),
-        "bucket_edges": list(BUCKET_EDGES),
-        "bucket_rule": BUCKET_RULE,
+        "buckets": list(bucket_names(bucket_edges)),
+        "bucket_edges": [float(e) for e in bucket_edges],
+        "bucket_rule": bucket_rule(bucket_edges),
         "iou_threshold": float(iou_threshold),
         "score_threshold": threshold,
         "headline": "confident",

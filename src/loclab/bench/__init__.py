@@ -1,5 +1,5 @@
-"""``loclab bench``: speed measured side by side in one run (workloads, timing, AP, the run itself)."""
+"""``loclab bench``: speed measured side by side in one run (workloads, timing, AP, and the driver of them all)."""
 
-from loclab.bench.run import run_bench
+from loclab.bench.driver import run_bench
 
 __all__ = ["run_bench"]

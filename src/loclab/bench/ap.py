@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from loclab.bench.timing import timed
-from loclab.metrics.ap import Detections, GroundTruth, compute_ap
+from loclab.metrics.ap import compute_ap
+from loclab.metrics.ap_matching import Detections, GroundTruth
 
 
 def synthetic_detections(num_images: int = 200, seed: int = 0) -> tuple[Detections, GroundTruth]:

@@ -48,16 +48,16 @@ def _conv_inputs(model: nn.Module, images: torch.Tensor) -> list[tuple[str, nn.C
     return seen
 
 
-def conv_timings(model: nn.Module, images: torch.Tensor, path: NumericPath, repeats: int = 3) -> list[ConvTiming]:
-    """Time every convolution of ``model`` alone, at its shapes for ``images``, on ``path``."""
-    dtype = path.autocast_dtype or torch.float32
-    fmt = torch.channels_last if path.channels_last else torch.contiguous_format
+def conv_timings(model: nn.Module, images: torch.Tensor, numeric: NumericPath, repeats: int = 3) -> list[ConvTiming]:
+    """Time every convolution of ``model`` alone, at its shapes for ``images``, on ``numeric``."""
+    dtype = numeric.autocast_dtype or torch.float32
+    fmt = torch.channels_last if numeric.channels_last else torch.contiguous_format
     model = model.eval()
     first = True
     out = []
     for name, conv, shape in _conv_inputs(model, images):
-        x = torch.randn(shape, device=path.device, dtype=dtype).contiguous(memory_format=fmt)
-        w = conv.weight.detach().to(path.device, dtype).contiguous(memory_format=fmt)
+        x = torch.randn(shape, device=numeric.device, dtype=dtype).contiguous(memory_format=fmt)
+        w = conv.weight.detach().to(numeric.device, dtype).contiguous(memory_format=fmt)
         args = (conv.stride, conv.padding, conv.dilation, False, [0, 0], conv.groups)
         y = torch.ops.aten.convolution(x, w, None, *args)
         grad = torch.randn_like(y)

@@ -46,7 +46,7 @@ from loclab.ops.bn_relu import fused_bn_relu
 @dataclass(frozen=True)
 class Variant:
     label: str
-    path: NumericPath
+    numeric: NumericPath
     loclab_optimizer: bool
     retain_memory: bool
     compile: bool = False
@@ -134,7 +134,7 @@ def shapes_batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
 
 def train_step(model: nn.Module, step, batch, v: Variant) -> Callable[[], None]:
     """One optimiser step of ``model`` on ``batch`` (forward, fp32 loss, backward, update)."""
-    model = v.path.prepare(model).train()
+    model = v.numeric.prepare(model).train()
     if v.loclab_optimizer:
         opt = build_optimizer(model, TrainConfig())
     else:
@@ -142,8 +142,8 @@ def train_step(model: nn.Module, step, batch, v: Variant) -> Callable[[], None]:
     forward = torch.compile(model) if v.compile else model
 
     def run() -> None:
-        with v.path.autocast():
-            loss = step(forward, batch, v.path)["loss_total"]
+        with v.numeric.autocast():
+            loss = step(forward, batch, v.numeric)["loss_total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -152,12 +152,12 @@ def train_step(model: nn.Module, step, batch, v: Variant) -> Callable[[], None]:
 
 
 def inference(model: nn.Module, images: torch.Tensor, v: Variant) -> Callable[[], None]:
-    model = v.path.prepare(model).eval()
+    model = v.numeric.prepare(model).eval()
     forward = torch.compile(model) if v.compile else model
 
     def run() -> None:
-        with torch.no_grad(), v.path.autocast():
-            forward(v.path.images(images))
+        with torch.no_grad(), v.numeric.autocast():
+            forward(v.numeric.images(images))
 
     return run
 
@@ -196,7 +196,7 @@ class DetectorBench:
         by_label = {v.label: v for v in vs}
         default = by_label["default"]
         flops = train_flops(self.cfg, self.step, self.batch)
-        low = default.path.autocast_dtype or torch.float32
+        low = default.numeric.autocast_dtype or torch.float32
         info: dict[str, Any] = {"train_step_flops": flops, "peak_dtype": low}
         with freed_memory_retained():
             for label in ("unfused", "default", "compiled"):
@@ -205,8 +205,8 @@ class DetectorBench:
                         run = self.train(by_label[label])
                         info[f"rate_{label}"] = step_and_peak(run, flops, low)
                         info[f"breakdown_{label}"] = step_breakdown(run)
-            info["match_loss_seconds"] = match_loss_seconds(self.cfg, self.batch, default.path, repeats)
-            info["conv_timings"] = conv_timings(det_task.make_model(self.cfg), self.batch[0], default.path)
+            info["match_loss_seconds"] = match_loss_seconds(self.cfg, self.batch, default.numeric, repeats)
+            info["conv_timings"] = conv_timings(det_task.make_model(self.cfg), self.batch[0], default.numeric)
         return info
 
 
@@ -219,15 +219,15 @@ def train_flops(cfg: DetectorConfig, step, batch) -> int:
     return counter.get_total_flops()
 
 
-def match_loss_seconds(cfg: DetectorConfig, batch, path: NumericPath, repeats: int) -> float:
+def match_loss_seconds(cfg: DetectorConfig, batch, numeric: NumericPath, repeats: int) -> float:
     """Median seconds of anchor matching + the loss and its backward, on the default path's predictions."""
     images, boxes, labels, valid, _ = batch
-    net = path.prepare(det_task.make_model(cfg)).train()
-    loss_fn = det_task.make_loss(cfg, det_task.AnchorSetup.from_config(cfg)).to(path.device)
-    with path.autocast():
-        preds = det_task.flatten_predictions(net(path.images(images)), len(cfg.anchor_sizes[0]), cfg.num_classes)
+    net = numeric.prepare(det_task.make_model(cfg)).train()
+    loss_fn = det_task.make_loss(cfg, det_task.AnchorSetup.from_config(cfg)).to(numeric.device)
+    with numeric.autocast():
+        preds = det_task.flatten_predictions(net(numeric.images(images)), len(cfg.anchor_sizes[0]), cfg.num_classes)
     preds = preds.detach().float().requires_grad_(True)
-    boxes, labels, valid = boxes.to(path.device), labels.to(path.device), valid.to(path.device)
+    boxes, labels, valid = boxes.to(numeric.device), labels.to(numeric.device), valid.to(numeric.device)
     return timed(lambda: loss_fn(preds, boxes, labels, valid)["loss_total"].backward(), repeats)
 
 

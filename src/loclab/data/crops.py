@@ -54,27 +54,35 @@ def instance_transform(box: Tensor | list[float], width: int, height: int, input
     return crop_transform(box, input_size, padding=pad, **augment)
 
 
-def warp_image(pixels: np.ndarray, m: Tensor, input_size: tuple[int, int], fill: int = 0) -> np.ndarray:
+def warp_image(pixels: np.ndarray, m: Tensor, input_size: tuple[int, int], fill: int = 0, *,
+               reduced: dict[int, Image.Image] | None = None) -> np.ndarray:
     """Resample ``pixels`` (uint8 ``[H, W]`` or ``[H, W, C]``) into the model input of ``m`` (image -> input).
 
     Returns uint8 ``[H_in, W_in]`` / ``[H_in, W_in, C]``, bilinear, ``fill`` outside the image. When ``m`` is the
     identity and the sizes match, ``pixels`` itself is returned: no resampling, not even a copy. Where the crop
     shrinks the image by 2x or more, the image is first box-averaged by the integer factor (``Image.reduce``), so
-    a downscale does not skip pixels (plain bilinear samples 2x2 neighbours whatever the scale).
+    a downscale does not skip pixels (plain bilinear samples 2x2 neighbours whatever the scale). ``reduced``, a
+    dict kept by the caller per source image, caches those box-averaged images by factor: random crops of one
+    photo then reduce it once, not once per sample.
     """
     w_in, h_in = (int(v) for v in input_size)
     height, width = pixels.shape[:2]
     if (width, height) == (w_in, h_in) and is_identity(m):
         return pixels
-    image = Image.fromarray(pixels)
     m = m.to(torch.float64)
     factor = int(1.0 / float(transform_scale(m))) if float(transform_scale(m)) > 0 else 1
     if factor >= 2:
         # reduce(f) averages f x f blocks: reduced pixel x is centred on image pixel (x + 0.5) * f - 0.5
-        image = image.reduce(factor)
+        image = reduced.get(factor) if reduced is not None else None
+        if image is None:
+            image = Image.fromarray(pixels).reduce(factor)
+            if reduced is not None:
+                reduced[factor] = image
         to_reduced = torch.tensor([[1.0 / factor, 0.0, 0.5 / factor - 0.5], [0.0, 1.0 / factor, 0.5 / factor - 0.5]],
                                   dtype=torch.float64)
         m = _compose(m, invert_affine(to_reduced))
+    else:
+        image = Image.fromarray(pixels)
     inverse = invert_affine(m)  # input pixel centres -> image pixel centres
     (a, b, c), (d, e, f) = inverse.tolist()
     # PIL evaluates the map at output corner coordinates u + 0.5 and returns corner coordinates x + 0.5.

@@ -35,11 +35,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import torch
-import yaml
 from PIL import Image, UnidentifiedImageError
 
 from loclab.data.errors import DataError, ProblemLog, RecordError
-from loclab.data.formats import ImageRecord, check_image_file, read_json_file
+from loclab.data.formats import ImageRecord, check_image_file, read_json_file, read_yaml_file
 from loclab.data.formats_keypoints import KeypointSplit
 from loclab.data.instances import Instance, instance_box
 from loclab.data.skeleton import symmetric_pairs_from_names
@@ -164,14 +163,7 @@ def read_bodyparts(config: Path) -> list[str]:
     """
     if not config.is_file():
         raise DataError(f"{config}: does not exist; a DeepLabCut project root holds config.yaml and labeled-data/.")
-    try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{config}: is not UTF-8 text ({err.reason} at byte {err.start}).") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise DataError(f"{config}: malformed YAML{at}: {getattr(err, 'problem', None) or err}.") from None
+    data = read_yaml_file(config)
     if not isinstance(data, dict):
         raise DataError(f"{config}: top level is {type(data).__name__}, expected a mapping with \"bodyparts\".")
     if data.get("multianimalproject") or data.get("bodyparts") == "MULTI!":
@@ -213,7 +205,7 @@ def collected_data_files(root: Path) -> list[Path]:
 
 
 def _config_scorer(config: Path) -> str:
-    data = yaml.safe_load(config.read_text(encoding="utf-8"))  # already parsed once by read_bodyparts
+    data = read_yaml_file(config)  # already parsed once by read_bodyparts
     return str(data.get("scorer", ""))
 
 

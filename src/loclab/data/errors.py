@@ -55,8 +55,10 @@ class ProblemLog:
             return ()
         first, more = self.messages[0], len(self.messages) - 1
         if not self.skip_bad:
-            tail = f" ({more} more problem(s) in this file.)" if more else ""
-            raise DataError(f"{first}{tail} Fix the record, or pass skip_bad=True to drop bad records with a warning.")
+            end = "" if first.endswith((".", ")")) else "."
+            tail = f" ({more} more problem(s) found.)" if more else ""
+            raise DataError(f"{first}{end}{tail} Fix the record, or skip bad records with a warning and a count "
+                            "(--skip-bad on the command line, skip_bad=True in Python).")
         summary = f"{self.file}: skipped {len(self.messages)} bad record(s); first: {first}"
         warnings.warn(summary, DataWarning, stacklevel=3)
         return tuple(self.messages)

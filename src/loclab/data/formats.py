@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from PIL import Image, UnidentifiedImageError
 
 from loclab.data.errors import DataError, ProblemLog, RecordError
@@ -81,6 +83,23 @@ def read_json_list(path: Path, kind: str, expected: str) -> list[Any]:
     if not isinstance(data, list):
         raise DataError(f"{path}: top level is a JSON {json_type(data)}, expected a list of {expected}.")
     return data
+
+
+def read_yaml_file(path: Path) -> Any:
+    """Parse ``path`` as YAML (``yaml.safe_load``; an empty file is ``None``).
+
+    Non-UTF-8 bytes and malformed YAML (with line and column where YAML knows them) raise :class:`DataError`
+    naming the file; a file that cannot be read raises its ``OSError``, for the caller to word.
+    """
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: is not UTF-8 text ({err.reason} at byte {err.start}).") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise DataError(f"{path}: malformed YAML{at}: {problem}.") from None
 
 
 def default_image_dir(annotation_file: Path) -> Path:
@@ -203,8 +222,13 @@ def check_image_file(record: ImageRecord) -> None:
         with Image.open(record.path) as image:
             size, stored = oriented_size(image), image.size  # one open for both; image_size() would reopen
             image.verify()
+        jpeg = image.format == "JPEG"
     except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as err:
         raise RecordError(f"image file {record.path} is not a readable image ({err})") from None
+    if jpeg and not _ends_with_jpeg_marker(record.path):
+        # PIL's verify() does not decode JPEG data, so a cut-off file would pass it and fail only when decoded
+        raise RecordError(f"image file {record.path} is a truncated JPEG (no end-of-image marker): it cannot be "
+                          "decoded completely")
     if size != (record.width, record.height) and stored == (record.width, record.height):
         raise RecordError(
             f"image file {record.path} is stored as {stored[0]}x{stored[1]}, but its EXIF orientation tag turns it "
@@ -215,6 +239,20 @@ def check_image_file(record: ImageRecord) -> None:
         raise RecordError(
             f"image file {record.path} is {size[0]}x{size[1]}, expected {record.width}x{record.height}"
         )
+
+
+def _ends_with_jpeg_marker(path: Path) -> bool:
+    """Whether the file ends with JPEG's end-of-image marker ``FF D9``, ignoring trailing padding (zero bytes,
+    whitespace), which some cameras and tools append."""
+    with open(path, "rb") as file:
+        file.seek(0, os.SEEK_END)
+        size = file.tell()
+        for window in (65536, size):  # the whole file only when the last 64 KiB are all padding
+            file.seek(max(0, size - window))
+            tail = file.read().rstrip(b"\x00\r\n\t ")
+            if tail or window >= size:
+                return tail.endswith(b"\xff\xd9")
+    return False
 
 
 def parse_images(

@@ -32,6 +32,7 @@ from loclab.errors import ConfigError
 from loclab.ops.affine import apply_affine, is_identity
 from loclab.ops.augment import colour_jitter
 from loclab.ops.heatmaps import encode_heatmaps
+from loclab.ops.keypoint_pairs import partner_order
 
 DECODED_MEMORY_BUDGET = 2 * 1024**3  # bytes of decoded pixels held in memory before samples are streamed
 _PROGRESS_MIN_IMAGES = 100  # below this a progress bar is just noise
@@ -130,14 +131,13 @@ class KeypointDataset(Dataset):
         # Square sizes go to encode_heatmaps as plain ints: the reference call, bit for bit.
         self._size_arg = input_size[0] if input_size[0] == input_size[1] else input_size
         self._map_arg = map_w if map_w == map_h else (map_w, map_h)
-        self._flip_order = list(range(split.num_keypoints))
-        for a, b in self.symmetric_pairs:
-            self._flip_order[a], self._flip_order[b] = b, a
+        self._flip_order = partner_order(split.num_keypoints, self.symmetric_pairs)
         self.transforms = torch.stack([self._transform(i) for i in range(len(self))]) if len(self) else \
             torch.zeros(0, 2, 3, dtype=torch.float64)
         self._identity = [is_identity(m) for m in self.transforms]
         self.images: Tensor | None = None
         self._pixels: dict[int, np.ndarray] | None = None
+        self._reduced: dict[int, dict] = {}  # per held image: its box-averaged copies by factor (warp_image)
         used = sorted({int(i) for i in self.instance_image})
         channels = 1 if in_channels == 1 else 3
         if self.augmenting:
@@ -225,8 +225,9 @@ class KeypointDataset(Dataset):
                 draws["shift"] = (float(shift[0]), float(shift[1]))
         flipped = self.flip and bool(torch.rand(()) < 0.5)
         m = self._transform(index, flip=flipped, **draws)
-        pixels = self._source(int(self.instance_image[index]))
-        return to_chw(warp_image(pixels, m, self.input_size)), m, flipped
+        image_index = int(self.instance_image[index])
+        cache = self._reduced.setdefault(image_index, {}) if self._pixels is not None else None
+        return to_chw(warp_image(self._source(image_index), m, self.input_size, reduced=cache)), m, flipped
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
         if self.augmenting:

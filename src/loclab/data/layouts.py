@@ -37,8 +37,8 @@ from loclab.data.formats_keypoints import KeypointSplit, load_keypoint_annotatio
 from loclab.data.voc import VOC_LOOKS_FOR, find_voc, load_voc_split
 from loclab.data.yolo import YOLO_LOOKS_FOR, find_yolo, load_yolo_split
 
-__all__ = ["DETECTION_LAYOUTS", "KEYPOINT_LAYOUTS", "LAYOUTS", "Layout", "detect_layout", "load_detection_split",
-           "load_keypoint_split"]
+__all__ = ["DETECTION_LAYOUTS", "KEYPOINT_LAYOUTS", "LAYOUTS", "Layout", "detect_layout", "find_layout",
+           "load_detection_split", "load_keypoint_split"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,16 @@ def detect_layout(root: Path | str, task: Task, format: str = "auto") -> Layout:
     Raises ``ValueError`` for a ``format`` that is no layout at all.
     """
     return _detect(Path(root), task, format)[0]
+
+
+def find_layout(root: Path | str, task: Task) -> Layout | None:
+    """:func:`detect_layout` for a folder that may hold only one of the tasks: ``None`` when no layout of ``task``
+    matches at all (a Pascal VOC folder has no keypoint layout). Raises :class:`DataError` as :func:`detect_layout`
+    does when a layout's files are there but unusable, and when ``root`` is no folder."""
+    root = Path(root)
+    if root.is_dir() and not any(_matches(name, root, task) for name in _LAYOUTS[task]):
+        return None
+    return detect_layout(root, task)
 
 
 def load_detection_split(

@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
 from loclab.data.errors import DataError, ProblemLog, RecordError
-from loclab.data.formats import ImageRecord, check_image_file
+from loclab.data.formats import ImageRecord, check_image_file, read_yaml_file
 from loclab.data.formats_detection import DetectionSplit
 from loclab.data.images import IMAGE_EXTENSIONS, ImageReadError, image_size
 
@@ -172,14 +171,7 @@ def load_yolo_split(
 
 def _read_yaml(file: Path) -> dict[Any, Any]:
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{file}: is not UTF-8 text ({err.reason} at byte {err.start}).") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise DataError(f"{file}: malformed YAML{at}: {problem}.") from None
+        data = read_yaml_file(file)
     except OSError as err:
         raise DataError(f"{file}: cannot be read ({err.strerror or err}).") from None
     if not isinstance(data, dict):

@@ -30,6 +30,7 @@ from loclab.errors import ConfigError
 from loclab.losses.detection import DetectionLoss
 from loclab.models.detector import build_detector, flatten_predictions
 from loclab.ops.augment import augment_detection_batch
+from loclab.ops.mosaic import mosaic_batch
 from loclab.ops.letterbox import Letterbox
 from loclab.ops.anchors import anchor_scale_index, generate_anchors
 from loclab.ops.boxes import BoxCoder
@@ -86,10 +87,13 @@ def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss):
 
     augment = cfg.train.augment
 
-    def step(model: nn.Module, batch: Any, path: NumericPath) -> dict[str, Tensor]:
+    def step(model: nn.Module, batch: Any, numeric: NumericPath) -> dict[str, Tensor]:
         images, boxes, labels, valid, _ = batch
         if model.training and augment.enabled:
-            images, boxes, valid = images.to(path.device), boxes.to(path.device), valid.to(path.device)
+            images, boxes, valid = images.to(numeric.device), boxes.to(numeric.device), valid.to(numeric.device)
+            if augment.mosaic > 0:
+                images, boxes, labels, valid = mosaic_batch(images, boxes, labels.to(numeric.device), valid,
+                                                            augment.mosaic)
             images, boxes, valid = augment_detection_batch(
                 images, boxes, valid, scale=augment.scale, translate=augment.translate, flip=cfg.train.hflip,
                 brightness=augment.brightness, contrast=augment.contrast, saturation=augment.saturation,
@@ -98,10 +102,10 @@ def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss):
         elif model.training and cfg.train.hflip:
             flip = torch.rand(images.shape[0]) < 0.5
             images, boxes = flip_horizontal(images, boxes, valid, flip)
-        outputs = model(path.images(images))
+        outputs = model(numeric.images(images))
         preds = flatten_predictions(outputs, num_anchors, cfg.num_classes)
-        with torch.autocast(path.device.type, enabled=False):
-            return loss_fn(preds.float(), boxes.to(path.device), labels.to(path.device), valid.to(path.device))
+        with torch.autocast(numeric.device.type, enabled=False):
+            return loss_fn(preds.float(), boxes.to(numeric.device), labels.to(numeric.device), valid.to(numeric.device))
 
     return step
 
@@ -128,11 +132,11 @@ def train_detector(
     train_set = DetectionDataset(train_split, image_size=cfg.image_size, progress=progress)
     val_set = DetectionDataset(val_split, image_size=cfg.image_size, progress=progress)
     cfg = replace(cfg, train=epochs_for_steps(cfg.train, len(train_set)))
-    run_dir, path = start_run(run_dir, TASK, "detector", cfg, cfg.train, meta)
+    run_dir, numeric = start_run(run_dir, TASK, "detector", cfg, cfg.train, meta)
     setup = AnchorSetup.from_config(cfg)
     model = make_model(cfg)
-    step = make_step(cfg, make_loss(cfg, setup).to(path.device))
-    return fit(model, step, train_set, val_set, detection_collate, cfg.train, path, RunFiles(run_dir),
+    step = make_step(cfg, make_loss(cfg, setup).to(numeric.device))
+    return fit(model, step, train_set, val_set, detection_collate, cfg.train, numeric, RunFiles(run_dir),
                {"task": TASK, "config": to_dict(cfg)}, resume=resume, progress=progress, desc="detector")
 
 
@@ -143,7 +147,7 @@ def detections_to_image(detections: list[ImageDetections], letterboxes: list[Let
 
 
 def predict_dataset(model: nn.Module, cfg: DetectorConfig, dataset: DetectionDataset, *, batch_size: int = 32,
-                    score_threshold: float | None = None, path: NumericPath | None = None,
+                    score_threshold: float | None = None, numeric: NumericPath | None = None,
                     progress: bool = False) -> list[ImageDetections]:
     """Detections for every image of ``dataset``, in original image pixels."""
     out: list[ImageDetections] = []
@@ -151,7 +155,8 @@ def predict_dataset(model: nn.Module, cfg: DetectorConfig, dataset: DetectionDat
     for start in tqdm(starts, desc="predicting", unit="batch", disable=not progress or len(starts) < 2):
         indices = range(start, min(start + batch_size, len(dataset)))
         batch = torch.stack([dataset.input_image(i) for i in indices])
-        out += predict_images(model, cfg, batch, batch_size=batch_size, score_threshold=score_threshold, path=path)
+        out += predict_images(model, cfg, batch, batch_size=batch_size, score_threshold=score_threshold,
+                              numeric=numeric)
     return detections_to_image(out, dataset.letterboxes)
 
 
@@ -167,21 +172,21 @@ def load_detector(weights: Path) -> tuple[nn.Module, DetectorConfig]:
 @torch.no_grad()
 def predict_images(
     model: nn.Module, cfg: DetectorConfig, images: Tensor, *, batch_size: int = 32,
-    score_threshold: float | None = None, path: NumericPath | None = None,
+    score_threshold: float | None = None, numeric: NumericPath | None = None,
 ) -> list[ImageDetections]:
     """Detections for ``images [N, 3, H, W]`` (float in [0, 1] or uint8), on the fastest numeric path."""
-    path = path or resolve_numeric_path(cfg.train.precision)
-    model = path.prepare(model).eval()
+    numeric = numeric or resolve_numeric_path(cfg.train.precision)
+    model = numeric.prepare(model).eval()
     setup = AnchorSetup.from_config(cfg)
-    anchors, scales = setup.anchors.to(path.device), setup.scales.to(path.device)
+    anchors, scales = setup.anchors.to(numeric.device), setup.scales.to(numeric.device)
     num_anchors = num_anchors_per_cell(cfg)
     out: list[ImageDetections] = []
     for start in range(0, images.shape[0], batch_size):
         batch = images[start:start + batch_size]
         if batch.dtype == torch.uint8:
             batch = batch.float().div_(255)
-        with path.autocast():
-            outputs = model(path.images(batch))
+        with numeric.autocast():
+            outputs = model(numeric.images(batch))
         preds = flatten_predictions([o.float() for o in outputs], num_anchors, cfg.num_classes)
         dets = postprocess_detections(
             preds, anchors, scales, setup.coder,

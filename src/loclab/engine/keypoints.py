@@ -35,6 +35,7 @@ from loclab.losses.keypoints import (
     pair_invariant_spatial_cross_entropy,
     spatial_cross_entropy_loss,
 )
+from loclab.models.contracts import HeatmapRegression
 from loclab.models.keypoints import KEYPOINT_MODELS
 from loclab.ops.affine import apply_affine, invert_affine
 from loclab.ops.heatmaps import decode_heatmaps_argmax, decode_heatmaps_subpixel
@@ -52,7 +53,8 @@ MODEL_ONLY_OPTIONS = ("heatmap_size", "skip")
 
 
 def model_options(cfg: KeypointConfig) -> dict[str, Any]:
-    """Every constructor option a keypoint model may declare (its ``options``), with its value from ``cfg``."""
+    """Every constructor option a keypoint model may declare (its ``options``, one of
+    :data:`loclab.models.contracts.KEYPOINT_OPTIONS`), with its value from ``cfg``."""
     return {"num_keypoints": cfg.num_keypoints, "heatmap_size": cfg.heatmap_size, "skip": cfg.skip,
             "in_channels": cfg.in_channels, "image_size": cfg.image_size, "input_size": cfg.input_size}
 
@@ -60,18 +62,23 @@ def model_options(cfg: KeypointConfig) -> dict[str, Any]:
 def make_model(cfg: KeypointConfig) -> nn.Module:
     """Instantiate ``cfg.model`` from :data:`KEYPOINT_MODELS` with the options it declares (``options``).
 
-    Raises :class:`ConfigError` for an unknown model, and for a config that sets a model-only option
-    (:data:`MODEL_ONLY_OPTIONS`) to a non-default value that this model does not take.
+    Raises :class:`ConfigError` for an unknown model, for a model that declares an option that is none of
+    :func:`model_options`, and for a config that sets a model-only option (:data:`MODEL_ONLY_OPTIONS`) to a
+    non-default value that this model does not take.
     """
     factory = model_class(cfg)
     declared = factory.options
+    options = model_options(cfg)
+    unknown = [name for name in declared if name not in options]
+    if unknown:
+        raise ConfigError(f"keypoint model {cfg.model!r} declares options {unknown} that loclab cannot fill; a model's "
+                          f"options are chosen from {', '.join(options)} (docs/extending.md)")
     defaults = {f.name: f.default for f in fields(KeypointConfig)}
     for name in MODEL_ONLY_OPTIONS:
         if name not in declared and getattr(cfg, name) != defaults[name]:
             takers = sorted(m for m, cls in KEYPOINT_MODELS.items() if name in cls.options)
             raise ConfigError(f"{name} = {getattr(cfg, name)!r} has no effect on {cfg.model!r} models; it applies "
                               f"to {', '.join(takers)} (leave it at {defaults[name]!r})")
-    options = model_options(cfg)
     return factory(**{name: options[name] for name in declared})
 
 
@@ -139,12 +146,12 @@ def as_heatmaps(pred: Tensor, cfg: KeypointConfig) -> Tensor:
 def make_step(cfg: KeypointConfig):
     loss_fn = loss_function(cfg)
 
-    def step(model: nn.Module, batch: Any, path: NumericPath) -> dict[str, Tensor]:
+    def step(model: nn.Module, batch: Any, numeric: NumericPath) -> dict[str, Tensor]:
         images, target, *rest = batch  # (images, target, visible); benchmarks pass no visibility
-        visible = rest[0].to(path.device) if rest else None
-        pred = model(path.images(images))
-        with torch.autocast(path.device.type, enabled=False):
-            loss = loss_fn(pred.float(), target.to(path.device).float(), visible)
+        visible = rest[0].to(numeric.device) if rest else None
+        pred = model(numeric.images(images))
+        with torch.autocast(numeric.device.type, enabled=False):
+            loss = loss_fn(pred.float(), target.to(numeric.device).float(), visible)
         return {"loss_total": loss}
 
     return step
@@ -162,9 +169,9 @@ class HeatmapSnapshots:
     """Saves ``[num_images, K, H, W]`` predicted heatmaps at chosen epochs into ``heatmap_snapshots.npz``."""
 
     def __init__(self, run_dir: Path, images: Tensor, image_ids: list[int], epochs: tuple[int, ...],
-                 path: NumericPath, cfg: KeypointConfig):
+                 numeric: NumericPath, cfg: KeypointConfig):
         self.file = run_dir / "heatmap_snapshots.npz"
-        self.images, self.image_ids, self.epochs, self.path, self.cfg = images, image_ids, set(epochs), path, cfg
+        self.images, self.image_ids, self.epochs, self.numeric, self.cfg = images, image_ids, set(epochs), numeric, cfg
         self.saved: dict[str, np.ndarray] = {}
         if self.file.exists():
             with np.load(self.file) as data:
@@ -175,9 +182,9 @@ class HeatmapSnapshots:
         if epoch not in self.epochs:
             return
         model.eval()
-        heatmaps_fn = getattr(model, "heatmaps", model)
-        with self.path.autocast():
-            raw = heatmaps_fn(self.path.images(self.images.float() / 255))
+        heatmaps_fn = model.heatmaps if isinstance(model, HeatmapRegression) else model
+        with self.numeric.autocast():
+            raw = heatmaps_fn(self.numeric.images(self.images.float() / 255))
         maps = as_heatmaps(raw, self.cfg).cpu().numpy()
         self.saved[f"epoch_{epoch:03d}"] = maps.astype(np.float16)
         self.saved["image_ids"] = np.asarray(self.image_ids)
@@ -204,15 +211,15 @@ def train_keypoints(
     train_set = make_dataset(train_split, cfg, progress, train=True)
     val_set = make_dataset(val_split, cfg, progress)
     cfg = replace(cfg, train=epochs_for_steps(cfg.train, len(train_set)))
-    run_dir, path = start_run(run_dir, TASK, "keypoints", cfg, cfg.train, meta)
+    run_dir, numeric = start_run(run_dir, TASK, "keypoints", cfg, cfg.train, meta)
     model = make_model(cfg)
     hook = None
-    if output_type(cfg) == "heatmap" or hasattr(model, "heatmaps"):
+    if output_type(cfg) == "heatmap" or isinstance(model, HeatmapRegression):
         n = min(cfg.num_snapshot_images, len(val_set))
         shown = val_set.images[:n] if val_set.images is not None else \
             torch.stack([val_set.input_image(i) for i in range(n)])
-        hook = HeatmapSnapshots(run_dir, shown, val_set.image_ids[:n], snapshot_epochs(cfg), path, cfg)
-    return fit(model, make_step(cfg), train_set, val_set, None, cfg.train, path,
+        hook = HeatmapSnapshots(run_dir, shown, val_set.image_ids[:n], snapshot_epochs(cfg), numeric, cfg)
+    return fit(model, make_step(cfg), train_set, val_set, None, cfg.train, numeric,
                RunFiles(run_dir, checkpoint_name(cfg)), {"task": TASK, "config": to_dict(cfg)},
                resume=resume, on_epoch_end=hook, progress=progress, desc=cfg.model)
 
@@ -229,7 +236,7 @@ def load_keypoint_model(weights: Path) -> tuple[nn.Module, KeypointConfig]:
 @torch.no_grad()
 def predict_keypoints(
     model: nn.Module, cfg: KeypointConfig, images: Tensor, *, transforms: Tensor | None = None,
-    subpixel: bool = True, batch_size: int = 64, path: NumericPath | None = None,
+    subpixel: bool = True, batch_size: int = 64, numeric: NumericPath | None = None,
 ) -> Tensor:
     """Keypoints ``[N, K, 2]`` for model inputs ``images [N, C, H_in, W_in]`` (uint8 or float in [0, 1]).
 
@@ -239,22 +246,23 @@ def predict_keypoints(
     with :func:`decode_heatmaps_subpixel` (or plain argmax with ``subpixel=False``); regression models scale their
     normalised output by the input size.
     """
-    path = path or resolve_numeric_path(cfg.train.precision)
-    model = path.prepare(model).eval()
+    numeric = numeric or resolve_numeric_path(cfg.train.precision)
+    model = numeric.prepare(model).eval()
     out = []
     for start in range(0, images.shape[0], batch_size):
-        out.append(_predict_batch(model, cfg, images[start:start + batch_size], subpixel, path))
+        out.append(_predict_batch(model, cfg, images[start:start + batch_size], subpixel, numeric))
     keypoints = torch.cat(out) if out else torch.zeros(0, cfg.num_keypoints, 2)
     return keypoints if transforms is None else to_image_pixels(keypoints, transforms)
 
 
-def _predict_batch(model: nn.Module, cfg: KeypointConfig, batch: Tensor, subpixel: bool, path: NumericPath) -> Tensor:
+def _predict_batch(model: nn.Module, cfg: KeypointConfig, batch: Tensor, subpixel: bool,
+                   numeric: NumericPath) -> Tensor:
     if batch.dtype == torch.uint8:
         batch = batch.float() / 255
     width, height = cfg.input_size
     size = width if width == height else (width, height)  # square: the reference int path, bit for bit
-    with path.autocast():
-        pred = model(path.images(batch))
+    with numeric.autocast():
+        pred = model(numeric.images(batch))
     pred = pred.float().cpu()
     if output_type(cfg) == "heatmap":
         decode = decode_heatmaps_subpixel if subpixel else decode_heatmaps_argmax
@@ -280,7 +288,7 @@ def to_image_pixels(keypoints: Tensor, transforms: Tensor) -> Tensor:
 
 
 def predict_dataset(model: nn.Module, cfg: KeypointConfig, dataset: KeypointDataset, *, subpixel: bool = True,
-                    batch_size: int = 64, path: NumericPath | None = None) -> Tensor:
+                    batch_size: int = 64, numeric: NumericPath | None = None) -> Tensor:
     """Keypoints ``[M, K, 2]`` in image pixels for every instance of ``dataset`` (its un-augmented crops)."""
     out = []
     for start in range(0, len(dataset), batch_size):
@@ -288,5 +296,5 @@ def predict_dataset(model: nn.Module, cfg: KeypointConfig, dataset: KeypointData
         images = dataset.images[start:rows.stop] if dataset.images is not None else \
             torch.stack([dataset.input_image(i) for i in rows])
         out.append(predict_keypoints(model, cfg, images, transforms=dataset.transforms[start:rows.stop],
-                                     subpixel=subpixel, batch_size=batch_size, path=path))
+                                     subpixel=subpixel, batch_size=batch_size, numeric=numeric))
     return torch.cat(out) if out else torch.zeros(0, cfg.num_keypoints, 2)

@@ -112,7 +112,7 @@ def start_run(run_dir: Path, task: str, section: str, cfg: Any, train: TrainConf
     torch.manual_seed(train.seed)
     if train.num_threads:
         torch.set_num_threads(train.num_threads)
-    path = resolve_numeric_path(train.precision)
+    numeric = resolve_numeric_path(train.precision)
     write_json(run_dir / "config.json", {"task": task, **(meta or {}), section: to_dict(cfg)})
-    write_json(run_dir / "version.json", version_info(numeric_path=path.name, seed=train.seed))
-    return run_dir, path
+    write_json(run_dir / "version.json", version_info(numeric_path=numeric.name, seed=train.seed))
+    return run_dir, numeric

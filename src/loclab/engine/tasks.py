@@ -24,6 +24,12 @@ def _require_dataset(data_root: Path, folder: str, split: str, generator: str, o
                         f"{data_root}`) or {others}")
 
 
+def data_options(run_config: dict) -> dict:
+    """How a run read its data (``data_format``, ``skip_bad``, from its ``config.json``), to read it the same way
+    when the run is evaluated or drawn."""
+    return {"data_format": run_config.get("data_format", "auto"), "skip_bad": bool(run_config.get("skip_bad", False))}
+
+
 def detection_split(data_root: Path, split: str, *, skip_bad: bool = False,
                     data_format: str = "auto") -> DetectionSplit:
     """The ``split`` of the detection dataset at ``data_root`` in any layout loclab reads (reference, COCO, Pascal
@@ -49,7 +55,8 @@ def train_detector_on_root(cfg: DetectorConfig, data_root: Path, run_dir: Path, 
     train = detection_split(data_root, "train", skip_bad=skip_bad, data_format=data_format)
     val = detection_split(data_root, "val", skip_bad=skip_bad, data_format=data_format)
     cfg = config_for_data(cfg, train, autoanchor=autoanchor)
-    meta = {"data_root": str(Path(data_root).resolve()), "recipe": recipe}
+    meta = {"data_root": str(Path(data_root).resolve()), "recipe": recipe, "data_format": data_format,
+            "skip_bad": skip_bad}
     return train_detector(cfg, train, val, run_dir, resume=resume, progress=progress, meta=meta)
 
 

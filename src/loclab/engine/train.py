@@ -1,7 +1,7 @@
 """One training loop for every task.
 
 A task supplies a model, datasets, a collate function and a *step function*
-``step(model, batch, path) -> {"loss_total": ..., other named losses}`` that runs the forward pass
+``step(model, batch, numeric) -> {"loss_total": ..., other named losses}`` that runs the forward pass
 and the loss. :func:`fit` does the rest: optimiser and schedule, numeric path (autocast,
 channels_last), progress, per-epoch log, best/last checkpoints, resume, and stopping on a non-finite
 loss with the last good checkpoint kept.
@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
 from loclab.config import TrainConfig
@@ -82,12 +82,29 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     raise ConfigError(f"unknown optimizer {o.name!r}; choose sgd, adam or adamw")
 
 
+# Step-based training makes every epoch at least this many optimiser steps (several passes over a small
+# dataset), so that validation, precise BatchNorm and checkpoints stay a small share of the time.
+MIN_STEPS_PER_EPOCH = 50
+
+
+def passes_per_epoch(cfg: TrainConfig, num_train: int) -> int:
+    """How many shuffled passes over the training set one epoch makes: 1, except in step-based training on a
+    dataset too small for :data:`MIN_STEPS_PER_EPOCH` steps per pass."""
+    if cfg.steps <= 0:
+        return 1
+    per_pass = max(1, num_train // cfg.batch_size if num_train > cfg.batch_size else 1)
+    return max(1, math.ceil(MIN_STEPS_PER_EPOCH / per_pass))
+
+
 def epochs_for_steps(cfg: TrainConfig, num_train: int) -> TrainConfig:
     """``cfg`` with ``epochs`` derived from ``steps`` (when set) for a training set of ``num_train`` samples:
-    the fewest whole epochs that make at least ``steps`` optimiser steps (the last partial batch is dropped)."""
+    the fewest whole epochs (of :func:`passes_per_epoch` passes) that make at least ``steps`` optimiser steps
+    (the last partial batch of an epoch is dropped)."""
     if cfg.steps <= 0:
         return cfg
-    per_epoch = max(1, num_train // cfg.batch_size if num_train > cfg.batch_size else 1)
+    passes = passes_per_epoch(cfg, num_train)
+    samples = num_train * passes
+    per_epoch = max(1, samples // cfg.batch_size if samples > cfg.batch_size else 1)
     return replace(cfg, epochs=max(1, math.ceil(cfg.steps / per_epoch)))
 
 
@@ -106,15 +123,15 @@ def _mean(sums: dict[str, float], n: int) -> dict[str, float]:
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
-def _run_epoch(model, loader: Iterable, step: StepFn, path: NumericPath, *, optimizer=None, scheduler=None,
+def _run_epoch(model, loader: Iterable, step: StepFn, numeric: NumericPath, *, optimizer=None, scheduler=None,
                scaler=None, grad_clip: float = 0.0, epoch: int = 0, bar=None) -> dict[str, float]:
     training = optimizer is not None
     model.train(training)
     sums: dict[str, float] = {}
     count = 0
     for i, batch in enumerate(loader):
-        with torch.set_grad_enabled(training), path.autocast():
-            losses = step(model, batch, path)
+        with torch.set_grad_enabled(training), numeric.autocast():
+            losses = step(model, batch, numeric)
         loss = losses["loss_total"]
         if not torch.isfinite(loss):
             where = "training" if training else "validation"
@@ -150,7 +167,7 @@ def _run_epoch(model, loader: Iterable, step: StepFn, path: NumericPath, *, opti
 
 
 @torch.no_grad()
-def recompute_batchnorm_statistics(model: nn.Module, loader: Iterable, step: StepFn, path: NumericPath,
+def recompute_batchnorm_statistics(model: nn.Module, loader: Iterable, step: StepFn, numeric: NumericPath,
                                    max_batches: int) -> None:
     """Replace every BatchNorm layer's running statistics by their exact average over ``max_batches`` training
     batches, run through ``step`` in training mode without gradients ("precise BatchNorm").
@@ -171,8 +188,8 @@ def recompute_batchnorm_statistics(model: nn.Module, loader: Iterable, step: Ste
         for i, batch in enumerate(loader):
             if i >= max_batches:
                 break
-            with path.autocast():
-                step(model, batch, path)
+            with numeric.autocast():
+                step(model, batch, numeric)
     finally:
         for m, momentum in zip(layers, momenta):
             m.momentum = momentum
@@ -190,7 +207,7 @@ def fit(
     val_set: Dataset,
     collate_fn: Callable,
     cfg: TrainConfig,
-    path: NumericPath,
+    numeric: NumericPath,
     files: RunFiles,
     checkpoint_meta: dict[str, Any],
     *,
@@ -205,7 +222,7 @@ def fit(
     rebuild its model. With ``resume=True`` training continues from ``last.pth`` if it exists.
     The best model (lowest validation ``loss_total``) is saved to ``files.best``.
     """
-    model = path.prepare(model)
+    model = numeric.prepare(model)
     train_model = distributed.wrap_model(model)
     if cfg.compile:
         # validation stays eager: eval-mode BatchNorm would be a second compiled graph for few steps
@@ -214,10 +231,11 @@ def fit(
     train_loader = _loader(train_set, collate_fn, cfg, shuffle=True)
     val_loader = _loader(val_set, collate_fn, cfg, shuffle=False)
     steps_per_epoch = len(train_loader)
+    samples_per_epoch = len(train_loader.sampler) if isinstance(train_loader.sampler, RandomSampler) else len(train_set)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = round(cfg.schedule.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg))
-    scaler = torch.amp.GradScaler("cuda") if path.needs_grad_scaler else None
+    scaler = torch.amp.GradScaler("cuda") if numeric.needs_grad_scaler else None
 
     log: list[dict] = []
     best_val = math.inf
@@ -235,7 +253,7 @@ def fit(
             tqdm.write(f"{desc}: resuming from {files.last} after epoch {start_epoch}")
 
     # freed activations stay in the process: no page faults on every step (see engine.memory)
-    with freed_memory_retained(path.device.type == "cpu"):
+    with freed_memory_retained(numeric.device.type == "cpu"):
         main = distributed.is_main()
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(cfg.seed * 100_003 + epoch)
@@ -243,13 +261,13 @@ def fit(
             t0 = time.perf_counter()
             with tqdm(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
                       disable=not (progress and main), dynamic_ncols=True) as bar:
-                train_losses = _run_epoch(train_model, train_loader, step, path, optimizer=optimizer,
+                train_losses = _run_epoch(train_model, train_loader, step, numeric, optimizer=optimizer,
                                           scheduler=scheduler, scaler=scaler, grad_clip=cfg.grad_clip,
                                           epoch=epoch, bar=bar)
             train_time = time.perf_counter() - t0
-            recompute_batchnorm_statistics(model, train_loader, step, path, cfg.precise_bn_batches)
+            recompute_batchnorm_statistics(model, train_loader, step, numeric, cfg.precise_bn_batches)
             with torch.no_grad():
-                val_losses = _run_epoch(model, val_loader, step, path, epoch=epoch)
+                val_losses = _run_epoch(model, val_loader, step, numeric, epoch=epoch)
             record = {
                 "epoch": epoch + 1,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -257,7 +275,7 @@ def fit(
                 "val": val_losses,
                 "train_time_s": train_time,
                 "epoch_time_s": time.perf_counter() - t0,
-                "images_per_s": len(train_set) / train_time,
+                "images_per_s": samples_per_epoch / train_time,
             }
             log.append(record)
             improved = val_losses["loss_total"] < best_val
@@ -295,8 +313,11 @@ def _loader(dataset: Dataset, collate_fn: Callable, cfg: TrainConfig, *, shuffle
     # datasets too large for memory decode in workers (their ``num_workers``).
     sampler = distributed.sampler(dataset, shuffle=shuffle, seed=cfg.seed)
     generator = torch.Generator()
-    return DataLoader(dataset, batch_size=distributed.per_rank_batch(cfg.batch_size), shuffle=shuffle and sampler is None,
-                      sampler=sampler,
+    passes = passes_per_epoch(cfg, len(dataset)) if shuffle and sampler is None else 1
+    if passes > 1:  # whole shuffled passes, back to back, drawn from the loader's seeded generator
+        sampler = RandomSampler(dataset, num_samples=passes * len(dataset), generator=generator)
+    return DataLoader(dataset, batch_size=distributed.per_rank_batch(cfg.batch_size),
+                      shuffle=shuffle and sampler is None, sampler=sampler,
                       collate_fn=collate_fn, num_workers=getattr(dataset, "num_workers", 0), generator=generator,
                       persistent_workers=getattr(dataset, "num_workers", 0) > 0,
                       # a final batch of one would break BatchNorm in training
@@ -304,7 +325,7 @@ def _loader(dataset: Dataset, collate_fn: Callable, cfg: TrainConfig, *, shuffle
 
 
 def _set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
-    if loader.sampler is not None and hasattr(loader.sampler, "set_epoch"):
+    if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
     if loader.generator is not None:
         loader.generator.manual_seed(seed * 100_003 + epoch)

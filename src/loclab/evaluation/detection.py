@@ -25,16 +25,19 @@ import torch
 
 from loclab.analysis.coverage import anchor_coverage
 from loclab.analysis.scale import DEFAULT_DISPLAY_THRESHOLD, scale_specialisation
-from loclab.analysis.sizes import object_size_distribution
+from loclab.analysis.sizes import BUCKET_EDGES, object_size_distribution
 from loclab.data.datasets import DetectionDataset
 from loclab.data.errors import DataError, RecordError
 from loclab.data.formats import field_int, finite_numbers, is_finite_number, json_type, read_json_list
 from loclab.data.formats_detection import DetectionSplit, load_detection_annotations
+from loclab.config import DetectorConfig
+from loclab.engine.autoanchor import size_edges
 from loclab.engine.detection import detections_to_records, load_detector, predict_dataset
 from loclab.engine.precision import resolve_numeric_path
 from loclab.engine.rundir import RunDirError, read_json, write_json
-from loclab.engine.tasks import detection_split
-from loclab.metrics.ap import Detections, GroundTruth, compute_ap
+from loclab.engine.tasks import data_options, detection_split
+from loclab.metrics.ap import compute_ap
+from loclab.metrics.ap_matching import Detections, GroundTruth
 from loclab.ops.anchors import generate_anchors
 from loclab.ops.postprocess import ImageDetections
 
@@ -113,6 +116,8 @@ def evaluate_detections(
     *,
     display_threshold: float | None = None,
     num_scales: int = 3,
+    bucket_edges: Sequence[float] = BUCKET_EDGES,
+    bucket_split: DetectionSplit | None = None,
 ) -> dict[str, Any]:
     """AP@0.5 (three conventions), AP@0.7, PR curves and the scale table for detections of ``split``.
 
@@ -124,6 +129,9 @@ def evaluate_detections(
             :class:`Detections` table whose ``category_id`` are the split's labels ``0..C-1``.
         scales: ``[D]`` head index per row of a :class:`Detections` table; ``None``: no scale table.
         class_names: ``{label: name}``, default ``split.categories``; display_threshold: default 0.5.
+        bucket_edges: the scale table's size-bucket edges (default the course's 40 / 96 px).
+        bucket_split: ``split`` with the boxes to measure sizes on (the letterboxed model input, where the anchors
+            live: ``DetectionDataset.input_split``); default ``split`` itself.
 
     Returns:
         ``{"mAP50", "AP50": {name: AP}, "ap_convention", "mAP50_voc07", "AP50_voc07", "mAP50_coco", "AP50_coco",
@@ -154,8 +162,10 @@ def evaluate_detections(
     }
     if scales is not None:
         num_scales = max(num_scales, int(np.max(scales)) + 1) if len(scales) else num_scales
+        measured = None if bucket_split is None else ground_truth_table(bucket_split).boxes
         metrics["scale_specialisation"] = scale_specialisation(table, scales, gts, 0.5, threshold,
-                                                               num_scales=num_scales)
+                                                               num_scales=num_scales, bucket_edges=bucket_edges,
+                                                               bucket_boxes=measured)
     return _json_ready(metrics)
 
 
@@ -256,6 +266,15 @@ def summary_line(metrics: dict[str, Any]) -> str:
     return line + (f" | mAP@0.7 {fmt(metrics['mAP70'], 2)}" if "mAP70" in metrics else "")
 
 
+def size_bucket_edges(cfg: DetectorConfig, split: DetectionSplit) -> list[float]:
+    """The size-bucket edges of a run's analyses, in model-input pixels: the course's 40 / 96 px for the reference
+    shapes (scaled from the 224 px input they were chosen for), else halfway between neighbouring scales' mean
+    anchor sizes (:func:`loclab.engine.autoanchor.size_edges`), so each bucket is the objects one head is for."""
+    if split.format == "reference":
+        return [edge * cfg.image_size / 224 for edge in BUCKET_EDGES]
+    return size_edges(cfg)
+
+
 def evaluate_detector_run(run_dir: Path | str, data_root: Path | str | None = None, progress: bool = True) -> dict:
     """Evaluate ``RUN/best_model.pth`` on the val split of the run's data root (or ``data_root``).
 
@@ -268,36 +287,39 @@ def evaluate_detector_run(run_dir: Path | str, data_root: Path | str | None = No
         ``"run"`` (checkpoint, data root, model, anchors, inference settings, numeric path, timing).
     """
     run_dir = Path(run_dir)
-    root = data_root if data_root is not None else read_json(run_dir / "config.json").get("data_root")
+    run_config = read_json(run_dir / "config.json")
+    root = data_root if data_root is not None else run_config.get("data_root")
     if not root:
         raise RunDirError(f"{run_dir / 'config.json'}: no \"data_root\"; pass the dataset root explicitly")
     model, cfg = load_detector(run_dir / "best_model.pth")
     if cfg.train.num_threads:  # as in training: 0 leaves torch's default
         torch.set_num_threads(cfg.train.num_threads)
-    split = detection_split(root, "val")
+    split = detection_split(root, "val", **data_options(run_config))
     dataset = DetectionDataset(split, image_size=cfg.image_size, progress=progress)
-    path = resolve_numeric_path(cfg.train.precision)
+    numeric = resolve_numeric_path(cfg.train.precision)
     start = time.perf_counter()
-    detections = predict_dataset(model, cfg, dataset, batch_size=_PREDICT_BATCH, path=path, progress=progress)
+    detections = predict_dataset(model, cfg, dataset, batch_size=_PREDICT_BATCH, numeric=numeric, progress=progress)
     seconds = time.perf_counter() - start
     image_ids = [record.id for record in split.images]
     records = detections_to_records(image_ids, detections)
     for record in records:
         record["category_id"] = split.category_ids[record["category_id"]]
     table, scales = predictions_table(records, split, "xyxy", run_dir / "predictions.json")
+    edges = size_bucket_edges(cfg, split)
     metrics = evaluate_detections(split, image_ids, table, scales, display_threshold=cfg.display_threshold,
+                                  bucket_edges=edges, bucket_split=dataset.input_split,
                                   num_scales=len(cfg.feature_map_sizes))
     # anchors live in the model input, so coverage and sizes are measured on the letterboxed boxes
     anchors = generate_anchors(cfg.feature_map_sizes, cfg.anchor_sizes, cfg.image_size, aspect_ratios=cfg.anchor_ratios)
     metrics["anchor_coverage"] = _json_ready(anchor_coverage(dataset.input_split, anchors, pos_threshold=cfg.pos_threshold,
                                                              neg_threshold=cfg.neg_threshold,
-                                                             min_best_iou=cfg.min_best_iou))
-    metrics["object_sizes"] = _json_ready(object_size_distribution(dataset.input_split))
+                                                             min_best_iou=cfg.min_best_iou, bucket_edges=edges))
+    metrics["object_sizes"] = _json_ready(object_size_distribution(dataset.input_split, edges))
     metrics["run"] = {
         "checkpoint": str(run_dir / "best_model.pth"), "data_root": str(root), "split": "val", "model": cfg.model,
         "feature_map_sizes": list(cfg.feature_map_sizes), "anchor_sizes": [list(s) for s in cfg.anchor_sizes],
         "score_threshold": cfg.score_threshold, "nms_iou": cfg.nms_iou, "max_detections": cfg.max_detections,
-        "numeric_path": path.name, "predict_seconds": seconds, "images_per_s": len(dataset) / max(seconds, 1e-9),
+        "numeric_path": numeric.name, "predict_seconds": seconds, "images_per_s": len(dataset) / max(seconds, 1e-9),
         "image_size": cfg.image_size, "anchor_ratios": cfg.anchor_ratios and [list(r) for r in cfg.anchor_ratios],
     }
     write_json(run_dir / "predictions.json", records)

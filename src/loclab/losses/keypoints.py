@@ -19,14 +19,15 @@ fully labelled dataset (the stick figures) trains bit for bit as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from loclab.ops.keypoint_pairs import Pairs, check_pairs, partner_order
+
 HAND_INDICES: tuple[int, int] = (1, 2)
-Pairs = Sequence[tuple[int, int]]
 
 
 def _check_same_shape(pred: Tensor, target: Tensor) -> None:
@@ -193,14 +194,6 @@ def canonical_hand_order(keypoints: Tensor, hand_indices: tuple[int, int] = HAND
 # ------------------------------------------------------------------------------------------ symmetric pairs
 
 
-def _check_pairs(pairs: Pairs, num_keypoints: int) -> list[tuple[int, int]]:
-    pairs = [(int(a), int(b)) for a, b in pairs]
-    flat = [i for pair in pairs for i in pair]
-    if len(set(flat)) != len(flat) or not all(0 <= i < num_keypoints for i in flat):
-        raise ValueError(f"symmetric pairs {pairs} must use distinct keypoint indices in [0, {num_keypoints})")
-    return pairs
-
-
 def _min_over_pair_orders(given: Tensor, exchanged: Tensor, pairs: list[tuple[int, int]],
                           visible: Tensor | None) -> Tensor:
     """Visible-weighted mean loss with, per sample and pair, the better of the two orders of that pair.
@@ -211,9 +204,7 @@ def _min_over_pair_orders(given: Tensor, exchanged: Tensor, pairs: list[tuple[in
     keypoints, so choosing each pair's order separately finds the best of all ``2^P`` combinations.
     """
     weights = torch.ones_like(given) if visible is None else (visible != 0).to(given.dtype)
-    order = list(range(given.shape[1]))
-    for a, b in pairs:
-        order[a], order[b] = b, a
+    order = partner_order(given.shape[1], pairs)
     paired = {i for pair in pairs for i in pair}
     unpaired = [k for k in range(given.shape[1]) if k not in paired]
     total = (given[:, unpaired] * weights[:, unpaired]).sum()
@@ -226,11 +217,20 @@ def _min_over_pair_orders(given: Tensor, exchanged: Tensor, pairs: list[tuple[in
 
 
 def _pair_invariant(pred: Tensor, target: Tensor, pairs: Pairs, visible: Tensor | None,
-                    per_keypoint: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    checked = _check_pairs(pairs, target.shape[1])
-    order = list(range(target.shape[1]))
-    for a, b in checked:
-        order[a], order[b] = b, a
+                    per_keypoint: Callable[[Tensor, Tensor], Tensor], *, plain: Callable[..., Tensor],
+                    one_pair: Callable[[Tensor, Tensor, tuple[int, int]], Tensor], coordinates: bool = False) -> Tensor:
+    """The body of every ``pair_invariant_*`` loss. Without pairs: ``plain``, the visibility-masked loss; one pair
+    and every keypoint visible: ``one_pair``, the hand-invariant loss; else ``per_keypoint`` (``[B, K, ...]`` ->
+    ``[B, K]``) in the better order of each pair. ``coordinates``: ``[B, 2K]`` inputs, scored as ``[B, K, 2]``."""
+    _check_same_shape(pred, target)
+    if not pairs:
+        return plain(pred, target, visible)
+    if len(pairs) == 1 and _all_visible(visible):
+        return one_pair(pred, target, tuple(pairs[0]))
+    if coordinates:
+        pred, target = _as_keypoint_pairs(pred), _as_keypoint_pairs(target)
+    checked = check_pairs(pairs, target.shape[1])
+    order = partner_order(target.shape[1], checked)
     return _min_over_pair_orders(per_keypoint(pred, target), per_keypoint(pred, target[:, order]), checked, visible)
 
 
@@ -241,47 +241,29 @@ def pair_invariant_heatmap_loss(pred: Tensor, target: Tensor, pairs: Pairs,
     Per sample and pair the better order counts; ``visible [B, K]`` masks keypoints. With one pair and every
     keypoint visible this is exactly :func:`hand_invariant_heatmap_loss`; without pairs, :func:`heatmap_mse_loss`.
     """
-    _check_same_shape(pred, target)
-    if not pairs:
-        return heatmap_mse_loss(pred, target, visible)
-    if len(pairs) == 1 and _all_visible(visible):
-        return hand_invariant_heatmap_loss(pred, target, tuple(pairs[0]))
-    return _pair_invariant(pred, target, pairs, visible, _per_keypoint(_squared))
+    return _pair_invariant(pred, target, pairs, visible, _per_keypoint(_squared), plain=heatmap_mse_loss,
+                           one_pair=hand_invariant_heatmap_loss)
 
 
 def pair_invariant_spatial_cross_entropy(pred: Tensor, target: Tensor, pairs: Pairs,
                                          visible: Tensor | None = None) -> Tensor:
     """:func:`spatial_cross_entropy_loss` invariant to exchanging the targets of each symmetric pair; scalar.
     One pair, all visible: exactly :func:`hand_invariant_spatial_cross_entropy`."""
-    _check_same_shape(pred, target)
-    if not pairs:
-        return spatial_cross_entropy_loss(pred, target, visible)
-    if len(pairs) == 1 and _all_visible(visible):
-        return hand_invariant_spatial_cross_entropy(pred, target, tuple(pairs[0]))
-    return _pair_invariant(pred, target, pairs, visible, _spatial_ce)
+    return _pair_invariant(pred, target, pairs, visible, _spatial_ce, plain=spatial_cross_entropy_loss,
+                           one_pair=hand_invariant_spatial_cross_entropy)
 
 
 def pair_invariant_coordinate_mse(pred: Tensor, target: Tensor, pairs: Pairs,
                                   visible: Tensor | None = None) -> Tensor:
     """Coordinate MSE on ``[B, 2K]`` invariant to exchanging the targets of each symmetric pair; scalar.
     One pair, all visible: exactly :func:`hand_invariant_coordinate_mse`."""
-    _check_same_shape(pred, target)
-    if not pairs:
-        return coordinate_mse_loss(pred, target, visible)
-    if len(pairs) == 1 and _all_visible(visible):
-        return hand_invariant_coordinate_mse(pred, target, tuple(pairs[0]))
-    return _pair_invariant(_as_keypoint_pairs(pred), _as_keypoint_pairs(target), pairs, visible,
-                           _per_keypoint(_squared))
+    return _pair_invariant(pred, target, pairs, visible, _per_keypoint(_squared), plain=coordinate_mse_loss,
+                           one_pair=hand_invariant_coordinate_mse, coordinates=True)
 
 
 def pair_invariant_coordinate_l1(pred: Tensor, target: Tensor, pairs: Pairs,
                                  visible: Tensor | None = None) -> Tensor:
     """Coordinate L1 on ``[B, 2K]`` invariant to exchanging the targets of each symmetric pair; scalar.
     One pair, all visible: exactly :func:`hand_invariant_coordinate_l1`."""
-    _check_same_shape(pred, target)
-    if not pairs:
-        return coordinate_l1_loss(pred, target, visible)
-    if len(pairs) == 1 and _all_visible(visible):
-        return hand_invariant_coordinate_l1(pred, target, tuple(pairs[0]))
-    return _pair_invariant(_as_keypoint_pairs(pred), _as_keypoint_pairs(target), pairs, visible,
-                           _per_keypoint(_absolute))
+    return _pair_invariant(pred, target, pairs, visible, _per_keypoint(_absolute), plain=coordinate_l1_loss,
+                           one_pair=hand_invariant_coordinate_l1, coordinates=True)

@@ -1,18 +1,15 @@
 """Pure metrics, no plotting."""
 
 from loclab.metrics.ap import (
-    Detections,
-    GroundTruth,
-    MatchResult,
     ap_coco_101point,
     ap_voc07_11point,
     ap_voc_allpoint,
     compute_ap,
     keep_top_k_per_image,
     keep_top_k_per_image_class,
-    match_detections,
     precision_recall_curve,
 )
+from loclab.metrics.ap_matching import Detections, GroundTruth, MatchResult, match_detections
 from loclab.metrics.pck import (
     best_hand_assignment,
     compute_pck,

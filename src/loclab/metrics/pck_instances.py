@@ -38,9 +38,9 @@ from loclab.metrics.pck import (
     compute_pck_swap_aware,
     keypoint_norms,
 )
+from loclab.ops.keypoint_pairs import Pairs, check_pairs, partner_order
 
 Norm = str | tuple[int, int]  # "bbox", "torso", or a pair of keypoint indices
-Pairs = Sequence[tuple[int, int]]
 
 
 def _visible(visible: ArrayLike | None, shape: tuple[int, int]) -> Tensor | None:
@@ -148,21 +148,6 @@ def compute_pck_per_keypoint_visible(
             for k, name in enumerate(names)}
 
 
-def _check_pairs(pairs: Pairs, num_keypoints: int) -> list[tuple[int, int]]:
-    pairs = [(int(a), int(b)) for a, b in pairs]
-    flat = [i for pair in pairs for i in pair]
-    if len(set(flat)) != len(flat) or not all(0 <= i < num_keypoints for i in flat):
-        raise ValueError(f"symmetric pairs {pairs} must use distinct keypoint indices in [0, {num_keypoints})")
-    return pairs
-
-
-def _partner(num_keypoints: int, pairs: list[tuple[int, int]]) -> list[int]:
-    order = list(range(num_keypoints))
-    for a, b in pairs:
-        order[a], order[b] = b, a
-    return order
-
-
 def compute_pck_pair_aware(
     predictions: ArrayLike, ground_truths: ArrayLike, pairs: Pairs, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     normalize_by: Norm = "bbox", *, visible: ArrayLike | None = None,
@@ -175,7 +160,7 @@ def compute_pck_pair_aware(
     :func:`loclab.metrics.pck.compute_pck_swap_aware`.
     """
     pred, gt = _as_pair(predictions, ground_truths)
-    checked = _check_pairs(pairs, gt.shape[1])
+    checked = check_pairs(pairs, gt.shape[1])
     mask = _visible(visible, tuple(gt.shape[:2]))
     if not checked:
         return compute_pck_visible(pred, gt, thresholds, normalize_by, visible=mask)
@@ -183,7 +168,7 @@ def compute_pck_pair_aware(
         return compute_pck_swap_aware(pred, gt, thresholds, normalize_by, checked[0])
     scored = scored_keypoints(gt, mask, normalize_by)
     norms = instance_norms(gt, mask, normalize_by)
-    order = _partner(gt.shape[1], checked)
+    order = partner_order(gt.shape[1], checked)
     given_ok = _correct(_ratios(pred, gt, norms), thresholds)
     crossed_ok = _correct(_ratios(pred, gt[:, order], norms), thresholds)  # prediction k vs ground truth order[k]
     paired = {i for pair in checked for i in pair}
@@ -213,7 +198,7 @@ def best_pair_assignment(
     :func:`loclab.metrics.pck.best_hand_assignment`.
     """
     pred, gt = _as_pair(predictions, ground_truths)
-    checked = _check_pairs(pairs, gt.shape[1])
+    checked = check_pairs(pairs, gt.shape[1])
     mask = _visible(visible, tuple(gt.shape[:2]))
     if len(checked) == 1 and mask is None:
         reordered, swapped = best_hand_assignment(pred, gt, checked[0])

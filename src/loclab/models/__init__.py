@@ -1,5 +1,7 @@
-"""Model definitions: keypoint models (detector models are added beside them)."""
+"""Model definitions: detectors (``detector.py``), keypoint models (``keypoints.py``) and the contract each task's
+models keep (``contracts.py``: :class:`Detector`, :class:`KeypointModel`)."""
 
+from .contracts import Detector, KeypointModel
 from .keypoints import (
     KEYPOINT_MODELS,
     HeatmapNet,

@@ -1,9 +1,10 @@
 """Three-scale single-shot detectors.
 
-Every detector here maps ``images [B, 3, 224, 224]`` to a list of three head outputs
-``[B, A*(5+C), H_s, W_s]`` for the scales 56x56, 28x28 and 14x14, with per-anchor channel order
-``tx, ty, tw, th, objectness, class scores (C)``. :func:`flatten_predictions` turns them into one
-``[B, total_anchors, 5+C]`` tensor in the anchor order of :func:`loclab.ops.anchors.generate_anchors`.
+Every detector here keeps the contract :class:`loclab.models.contracts.Detector`: it maps ``images [B, 3, S, S]``
+to a list of three head outputs ``[B, A*(5+C), S / stride, S / stride]`` for the strides 4, 8 and 16 (56x56,
+28x28 and 14x14 at 224 px), with per-anchor channel order ``tx, ty, tw, th, objectness, class scores (C)``.
+:func:`flatten_predictions` turns them into one ``[B, total_anchors, 5+C]`` tensor in the anchor order of
+:func:`loclab.ops.anchors.generate_anchors`. :data:`DETECTOR_MODELS` names them for ``--model``.
 
 - ``reference``: the course architecture (docs/detection.md, 'Architectures'), kept exactly.
 - ``loclab``: the same anchors/heads API with the receptive field the objects need. The reference's
@@ -113,6 +114,7 @@ class LoclabDetector(nn.Module):
         return [head(f) for head, f in zip(self.heads, self.features(images))]
 
 
+# name -> class keeping the :class:`~loclab.models.contracts.Detector` contract (``--model`` offers these names)
 DETECTOR_MODELS: dict[str, type[nn.Module]] = {
     "reference": ReferenceDetector,
     "loclab": LoclabDetector,
@@ -140,7 +142,7 @@ def flatten_predictions(outputs: list[Tensor], num_anchors: int, num_classes: in
 
 
 def receptive_field(model: nn.Module, image_size: int = 224) -> list[int]:
-    """Measured receptive field (px) of the centre cell of each head output.
+    """Measured receptive field (px) of the centre cell of each head output, one per head the model returns.
 
     Back-propagates from the centre cell of each output to the input and measures the extent of
     non-zero gradient, so it counts the heads' own 3x3 convs and any top-down path. The model is run in
@@ -158,8 +160,10 @@ def receptive_field(model: nn.Module, image_size: int = 224) -> list[int]:
             m.reset_running_stats()
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    with torch.no_grad():
+        heads = len(probe(torch.ones(1, 3, image_size, image_size)))
     sizes = []
-    for k in range(3):
+    for k in range(heads):
         x = torch.ones(1, 3, image_size, image_size, requires_grad=True)
         out = probe(x)[k]
         h, w = out.shape[-2:]

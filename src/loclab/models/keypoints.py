@@ -11,17 +11,19 @@ multiples of 16, 128 x 128 for the stick figures) and share :class:`KeypointEnco
 
 and ``options``, the constructor arguments the training engine may fill from the config (every other
 argument keeps its default); the engine refuses a config that sets an option the model does not take.
+The whole contract is :class:`loclab.models.contracts.KeypointModel`; :data:`KEYPOINT_MODELS` names the models
+for ``--model``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from loclab.models.blocks import ConvBNReLU
+from loclab.models.contracts import OutputType
 from loclab.models.init import kaiming_init
 from loclab.ops.heatmaps import heatmap_to_image_coords
 
@@ -83,7 +85,7 @@ class HeatmapNet(nn.Module):
     without). ``heatmap_size=128`` (stride 1) adds one ConvTranspose 32 -> 32 (64 -> 128) before the 1x1 conv.
     """
 
-    output_type: ClassVar[str] = "heatmap"
+    output_type: ClassVar[OutputType] = "heatmap"
     options: ClassVar[tuple[str, ...]] = ("num_keypoints", "heatmap_size", "skip", "in_channels", "image_size")
 
     def __init__(self, num_keypoints: int = 5, heatmap_size: int = 64, skip: bool = True, in_channels: int = 1,
@@ -125,7 +127,7 @@ class RegressionNet(nn.Module):
     Output ``[x0, y0, x1, y1, ...]`` normalised as ``(x / W, y / H)``; the global pool takes any input size.
     """
 
-    output_type: ClassVar[str] = "regression"
+    output_type: ClassVar[OutputType] = "regression"
     options: ClassVar[tuple[str, ...]] = ("num_keypoints", "in_channels")
 
     def __init__(self, num_keypoints: int = 5, in_channels: int = 1) -> None:
@@ -160,7 +162,7 @@ class SpatialRegressionNet(nn.Module):
     width depends on the cell count, so the model takes inputs of ``input_size`` ``(W, H)`` only.
     """
 
-    output_type: ClassVar[str] = "regression"
+    output_type: ClassVar[OutputType] = "regression"
     options: ClassVar[tuple[str, ...]] = ("num_keypoints", "in_channels", "input_size")
 
     def __init__(self, num_keypoints: int = 5, reduced_channels: int = 16, dropout: float = 0.1,
@@ -213,7 +215,7 @@ class IntegralNet(nn.Module):
     redundant with it.
     """
 
-    output_type: ClassVar[str] = "regression"
+    output_type: ClassVar[OutputType] = "regression"
     options: ClassVar[tuple[str, ...]] = ("num_keypoints", "heatmap_size", "skip", "in_channels", "image_size",
                                           "input_size")
 
@@ -252,7 +254,8 @@ def heatmap_stride(image_size: int, heatmap_size: int) -> int:
     return image_size // heatmap_size
 
 
-KEYPOINT_MODELS: dict[str, Callable[..., nn.Module]] = {
+# name -> class keeping the :class:`~loclab.models.contracts.KeypointModel` contract (``--model`` offers these)
+KEYPOINT_MODELS: dict[str, type[nn.Module]] = {
     "heatmap": HeatmapNet,
     "regression": RegressionNet,
     "integral": IntegralNet,

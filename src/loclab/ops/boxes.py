@@ -68,7 +68,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 def box_iou_numpy(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     """:func:`box_iou` for numpy arrays ``[N, 4]`` and ``[M, 4]``: the same rule, ``[N, M]`` float64.
 
-    Why a second implementation: AP matching (:mod:`loclab.metrics.ap`) computes one small IoU matrix per image
+    Why a second implementation: AP matching (:mod:`loclab.metrics.ap_matching`) computes one small IoU matrix per image
     and class, and on such sizes (tens of boxes) numpy is 2-4x faster than a round trip through torch. The data
     All IoU implementations here are tested against one slow reference.
     """

@@ -25,7 +25,7 @@ class ImageDetections:
 def postprocess_detections(
     predictions: Tensor,
     anchors: Tensor,
-    anchor_scales: Tensor,
+    anchor_scale: Tensor,
     box_coder: BoxCoder,
     *,
     score_threshold: float = 0.01,
@@ -38,7 +38,7 @@ def postprocess_detections(
 
     Args:
         predictions: ``[B, N, 5+C]`` flattened head outputs (channel order tx, ty, tw, th, obj, classes).
-        anchors: ``[N, 4]`` xyxy anchors in the same order; ``anchor_scales``: ``[N]`` head index per anchor.
+        anchors: ``[N, 4]`` xyxy anchors in the same order; ``anchor_scale``: ``[N]`` scale (head index) per anchor.
         score_threshold: keep class scores above this. Keep it low (0.001–0.01) for AP: a high cut
             truncates the precision-recall curve.
         image_size: if given, decoded boxes are clipped to the image (anchors themselves never are).
@@ -62,6 +62,6 @@ def postprocess_detections(
         cand_boxes, cand_scores = boxes[anchor_idx], flat[keep]
         kept = batched_nms(cand_boxes, cand_scores, cls, nms_iou)[:max_detections]
         results.append(ImageDetections(
-            boxes=cand_boxes[kept], scores=cand_scores[kept], labels=cls[kept], scales=anchor_scales[anchor_idx[kept]]
+            boxes=cand_boxes[kept], scores=cand_scores[kept], labels=cls[kept], scales=anchor_scale[anchor_idx[kept]]
         ))
     return results

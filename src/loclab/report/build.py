@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from loclab.analysis.sizes import BUCKET_RULE
 from loclab.engine.rundir import write_json
 from loclab.report import conclusions
 from loclab.report.document import Bullets, Code, Document, Heading, Paragraph, Table, render_html, render_markdown
@@ -53,6 +54,11 @@ class StudyFiles:
         self.anchor_ablation = _load(out / "ablations" / "anchors" / "anchor_ablation.json")
         self.keypoint_ablation = _load(out / "ablations" / "keypoints" / "baseline_results.json")
         self.stages = stage_times(out)
+        # {stage: reason} of the stages that do not apply to this study's data (a user's dataset of one task)
+        self.skipped = {path.stem: marker.get("reason", "") for path in (out / "stages").glob("*.json")
+                        if (marker := json.loads(path.read_text())).get("status") == "skipped"}
+        # a user's own dataset (None: the course's data); own-data reports quote no course numbers
+        self.own_data = (self.config.get("study") or {}).get("own_data")
 
 
 def _setup(doc: Document, s: StudyFiles) -> None:
@@ -62,7 +68,7 @@ def _setup(doc: Document, s: StudyFiles) -> None:
     doc.add(Table(("item", "value"), (
         ("preset", str(s.config.get("preset", "?"))),
         ("overrides", ", ".join(s.config.get("overrides", [])) or "none"),
-        ("data", f"{s.config.get('data_root', '?')} ({'; '.join(f'{k}: {x}' for k, x in (s.data or {}).items()) or 'as found'})"),
+        ("data", f"{s.config.get('data_root', '?')} ({'; '.join(f'{k}: {x}' for k, x in (s.data or {}).items() if isinstance(x, str)) or 'as found'})"),
         ("seeds", ", ".join(f"{k} {x}" for k, x in v.get("seeds", {}).items())),
         ("code version", str(v.get("code_version", "?"))),
         ("torch / python", f"{v.get('torch', '?')} / {v.get('python', '?')}"),
@@ -72,11 +78,13 @@ def _setup(doc: Document, s: StudyFiles) -> None:
     rows = []
     for name in ("detector", "heatmap", "regression"):
         c = study.get(name)
-        if not c:
+        if not c or name in s.skipped:
             continue
         t = c["train"]
+        length = f"{t['steps']} steps" if t.get("steps") else str(t["epochs"])
+        flips = t["hflip"] if name == "detector" else c.get("flip", False) if s.own_data else t["hflip"]
         rows.append((name, c["model"], f"{t['optim']['name']} lr {t['optim']['lr']:g}", t["schedule"]["name"],
-                     str(t["epochs"]), str(t["batch_size"]), t["precision"], "yes" if t["hflip"] else "no",
+                     length, str(t["batch_size"]), t["precision"], "yes" if flips else "no",
                      c.get("loss", "detection loss")))
     doc.add(Table(("stage", "model", "optimiser", "schedule", "epochs", "batch", "precision", "flips", "loss"),
                   tuple(rows), caption="Training settings (full resolved config in config.json)"))
@@ -90,12 +98,19 @@ def _setup(doc: Document, s: StudyFiles) -> None:
 def _detection(doc: Document, s: StudyFiles) -> None:
     m, vis = s.detector, s.out / "detector" / "visualizations"
     doc.add(Heading("Problem 1 — multi-scale anchor detection"))
+    if "detector" in s.skipped:
+        doc.add(Paragraph(s.skipped["detector"]))
+        return
     if not m:
         doc.add(Paragraph("The detector stage has not finished; no detection results yet."))
         return
     run = m.get("run", {})
-    doc.add(Paragraph(f"Model `{run.get('model', '?')}`, anchors {run.get('anchor_sizes')} on feature maps "
-                      f"{run.get('feature_map_sizes')}. AP convention: {m['ap_convention']}. Detections are kept "
+    ratios = f" (width/height {_anchors(run['anchor_ratios'], 2)})" if run.get("anchor_ratios") else ""
+    fitted = " fitted to the training boxes" if s.own_data and s.own_data.get("autoanchor") else ""
+    size = f" of the {run.get('image_size')} px letterboxed input" if s.own_data else ""
+    doc.add(Paragraph(f"Model `{run.get('model', '?')}`, anchors {_anchors(run.get('anchor_sizes'))}{ratios}{fitted} "
+                      f"on feature maps {run.get('feature_map_sizes')}{size}. "
+                      f"AP convention: {m['ap_convention']}. Detections are kept "
                       f"down to score {run.get('score_threshold')} so the precision-recall curve is not truncated."))
     doc.add(Heading("Training curves", 3))
     doc.figure(vis / "loss_curves.png", "Train/val loss per component")
@@ -103,7 +118,7 @@ def _detection(doc: Document, s: StudyFiles) -> None:
     classes = list(m["AP50"])
     rows = [("loclab (this run)", _f(m["mAP50"]), *(_f(m["AP50"][c]) for c in classes), _f(m["mAP50_voc07"]),
              _f(m["mAP50_coco"]), _f(m.get("mAP70")))]
-    for name, value in SEED_DETECTION_MAP.items():
+    for name, value in ({} if s.own_data else SEED_DETECTION_MAP).items():  # the course reports' numbers
         per = SEED_DETECTION_AP.get(name, {})
         rows.append((f"{name} (quoted)", _f(value), *(_f(per.get(c)) for c in classes), "—", "—", "—"))
     doc.add(Table(("", "mAP@0.5 (VOC all-point)", *classes, "VOC07 11-pt", "COCO 101-pt", "mAP@0.7"), tuple(rows)))
@@ -148,16 +163,29 @@ def _coverage(doc: Document, m: dict, vis: Path) -> None:
     if not cov:
         return
     bpr, miou = cov["best_possible_recall"], cov["mean_best_iou"]
-    rows = [(scale, *(_f(bpr["per_scale_bucket"][s][b], 2) for b in range(3)), _f(miou["per_scale"][s], 2))
-            for s, scale in enumerate(cov["scales"])]
+    rows = [(scale, *(_f(bpr["per_scale_bucket"][s][b], 2) for b in range(len(cov["buckets"]))),
+             _f(miou["per_scale"][s], 2)) for s, scale in enumerate(cov["scales"])]
     rows.append(("all scales", *(_f(x, 2) for x in bpr["per_bucket"]), _f(miou["overall"], 2)))
     ppg = cov["positives_per_gt"]
     doc.add(Table(("anchors of", *(f"best possible recall {b}" for b in cov["buckets"]), "mean best IoU"),
                   tuple(rows), caption=f"Fraction of ground-truth boxes with an anchor at IoU ≥ {cov['iou_threshold']}; "
                                        f"positives per ground truth under the matcher: "
-                                       f"{', '.join(_f(x, 1) for x in ppg['mean_per_bucket'])} (small/medium/large)"))
+                                       f"{', '.join(_f(x, 1) for x in ppg['mean_per_bucket'])} "
+                                       f"({'/'.join(cov['buckets'])})" + _bucket_note(cov)))
     doc.figure(vis / "anchor_coverage.png", "Best-anchor IoU per scale and size bucket; anchor vs object sizes")
     doc.figure(vis / "anchors_on_image.png", "Anchors of each scale drawn at their true size")
+
+
+def _anchors(sizes: list | None, digits: int = 1) -> str:
+    """Anchor sizes (or ratios) as a nested list rounded to ``digits``: fitted anchors are k-means centres with
+    many decimals; the course's whole-pixel anchors print as before."""
+    return str(sizes) if sizes is None else str([[round(a, digits) for a in scale] for scale in sizes])
+
+
+def _bucket_note(table: dict) -> str:
+    """The size-bucket rule for a caption, where it is not the course's fixed one (which the report's readers know)."""
+    rule = table.get("bucket_rule")
+    return f"; size buckets: {rule}" if rule and rule != BUCKET_RULE else ""
 
 
 def _anchor_ablation(doc: Document, s: StudyFiles) -> None:
@@ -167,17 +195,23 @@ def _anchor_ablation(doc: Document, s: StudyFiles) -> None:
         doc.add(Paragraph("The anchor ablation has not run."))
         return
     classes = list(a["rows"][0]["AP50"])
-    rows = []
+    rows, buckets = [], ("small", "medium", "large")
     for r in a["rows"]:
-        conf = (r.get("scale_specialisation") or {}).get("confident", {})
-        counts = conf.get("tp_counts")
-        diag = f"{counts[0][0]}/{counts[1][1]}/{counts[2][2]}" if counts else "—"
+        table = r.get("scale_specialisation") or {}
+        buckets = table.get("buckets", buckets)
+        counts = table.get("confident", {}).get("tp_counts")
+        diag = "/".join(str(counts[i][i]) for i in range(min(len(counts), len(counts[0])))) if counts else "—"
         bpr = r.get("best_possible_recall") or {}
-        rows.append((r["trial"], str(r["anchor_sizes"]), _f(r["mAP50"]), *(_f(r["AP50"][c]) for c in classes),
+        rows.append((r["trial"], _anchors(r["anchor_sizes"]), _f(r["mAP50"]), *(_f(r["AP50"][c]) for c in classes),
                      diag, ", ".join(_f(x, 2) for x in bpr.get("per_bucket", [])) or "—"))
-    doc.add(Table(("trial", "anchors", "mAP@0.5", *classes, "TPs S1-small/S2-medium/S3-large", "best possible recall"),
-                  tuple(rows), caption=f"Each anchor set trained for {a['epochs']} epochs with the same recipe"
-                                       + _reused_note(a, s.out / "ablations" / "anchors", s.out)))
+    diagonal = "/".join(f"S{i + 1}-{b}" for i, b in enumerate(buckets))
+    length = f"{a['steps']} optimiser steps" if a.get("steps") else f"{a['epochs']} epochs"  # own data: steps
+    caption = f"Each anchor set trained for {length} with the same recipe"
+    if a.get("descriptions"):  # own data: default vs fitted anchors
+        described = "; ".join(f"{name}: {text}" for name, text in a["descriptions"].items())
+        caption += f" ({described}); each trial's size buckets follow its own anchors"
+    doc.add(Table(("trial", "anchors", "mAP@0.5", *classes, f"TPs {diagonal}", "best possible recall"),
+                  tuple(rows), caption=caption + _reused_note(a, s.out / "ablations" / "anchors", s.out)))
 
 
 def _reused_note(ablation: dict[str, Any], grid: Path, out: Path) -> str:
@@ -193,31 +227,51 @@ def _reused_note(ablation: dict[str, Any], grid: Path, out: Path) -> str:
 def _keypoints(doc: Document, s: StudyFiles) -> None:
     doc.add(Heading("Problem 2 — keypoints: heatmap vs direct regression"))
     c = s.comparison
+    if "comparison" in s.skipped:
+        doc.add(Paragraph(s.skipped["comparison"]))
+        return
     if not c:
         doc.add(Paragraph("The keypoint stages have not finished."))
         return
-    doc.add(Paragraph(f"PCK on the {c['num_images']}-image validation split; {c['pck_rule']}. Swap-aware PCK lets "
-                      "the two identically drawn hands match in either order (the better one counts)."))
+    if s.own_data:
+        pairs = c.get("swap_pairs") or []
+        swap = (f"Swap-aware PCK lets the keypoints of each symmetric pair ({', '.join('/'.join(p) for p in pairs)}) "
+                "match in either order (the better one counts)." if pairs else
+                "The skeleton has no symmetric pair, so there is no swap-aware PCK.")
+        doc.add(Paragraph(f"PCK on the {c['num_images']}-image validation split ({c.get('num_instances', '?')} "
+                          f"instances, unlabelled keypoints not scored); {c['pck_rule']}. {swap}"))
+    else:
+        doc.add(Paragraph(f"PCK on the {c['num_images']}-image validation split; {c['pck_rule']}. Swap-aware PCK lets "
+                          "the two identically drawn hands match in either order (the better one counts)."))
     rows = []
     for name, m in c["models"].items():
         rows.append((f"{name} (standard)", *(_f(m["pck"][t]) for t in THRESHOLDS)))
-        rows.append((f"{name} (swap-aware)", *(_f(m["pck_swap"][t]) for t in THRESHOLDS)))
-        if "pck_argmax" in m:
+        if m.get("pck_swap") is not None:
+            rows.append((f"{name} (swap-aware)", *(_f(m["pck_swap"][t]) for t in THRESHOLDS)))
+        if m.get("pck_argmax") is not None:
             rows.append((f"{name} (argmax decoding)", *(_f(m["pck_argmax"][t]) for t in THRESHOLDS)))
     if c.get("ceiling"):
         rows.append(("ambiguity ceiling (perfect localiser, unknown hand labels)", *(_f(c["ceiling"][t]) for t in THRESHOLDS)))
-    for name, v in SEED_HEATMAP_PCK.items():
-        rows.append((f"{name} heatmap (quoted)", *(_f(v[t]) for t in THRESHOLDS)))
-    for name, v in SEED_REGRESSION_PCK_TABLE.items():
-        rows.append((f"{name} regression (quoted)", *(_f(v[t]) for t in THRESHOLDS)))
+    if not s.own_data:  # the course reports' numbers
+        for name, v in SEED_HEATMAP_PCK.items():
+            rows.append((f"{name} heatmap (quoted)", *(_f(v[t]) for t in THRESHOLDS)))
+        for name, v in SEED_REGRESSION_PCK_TABLE.items():
+            rows.append((f"{name} regression (quoted)", *(_f(v[t]) for t in THRESHOLDS)))
     doc.add(Table(("method", *(f"PCK@{t}" for t in THRESHOLDS)), tuple(rows)))
+    if not c.get("ceiling") and s.own_data:
+        note = c.get("ceiling_note") or "not computed for this dataset"
+        doc.add(Paragraph(f"No ambiguity ceiling for this dataset ({note})."))
     vis = s.out / "keypoints" / "visualizations"
     doc.figure(vis / "pck_curves.png", "PCK curves: standard (solid), swap-aware (dashed), ambiguity ceiling (dotted)")
     names = list(c["models"]["heatmap"]["per_keypoint"])
     doc.add(Table(("keypoint", *(f"{m} PCK@0.1" for m in c["models"])),
-                  tuple((k, *(_f(c["models"][m]["per_keypoint"][k]["0.1"]) for m in c["models"])) for k in names),
-                  caption="Per-keypoint standard PCK@0.1: the hands carry the label ambiguity"))
+                  tuple((k, *(_f((c["models"][m]["per_keypoint"][k] or {}).get("0.1")) for m in c["models"]))
+                        for k in names),  # None: a keypoint never labelled in the val split
+                  caption="Per-keypoint standard PCK@0.1" + ("" if s.own_data else
+                                                             ": the hands carry the label ambiguity")))
     tr = c.get("translation")
+    if not tr and c.get("translation_note"):
+        doc.add(Paragraph(f"Translation test: {c['translation_note']}."))
     if tr:
         doc.add(Table(("model", "figure moved", "predictions moved (x)", "follow ratio"),
                       tuple((name, f"{t['shift_px']:.0f} px", f"{t['mean_dx_px']:.2f} px", _f(t["follow_ratio"], 2))
@@ -241,13 +295,15 @@ def _keypoint_ablation(doc: Document, s: StudyFiles) -> None:
     if not a:
         doc.add(Paragraph("The keypoint ablation has not run."))
         return
-    doc.add(Paragraph(f"Judged by {a['judged_by']}. Each setting trained for {a['epochs']} epochs"
+    length = f"{a['steps']} optimiser steps" if a.get("steps") else f"{a['epochs']} epochs"
+    doc.add(Paragraph(f"Judged by {a['judged_by']}. Each setting trained for {length}"
                       f"{_reused_note(a, s.out / 'ablations' / 'keypoints', s.out)}."))
     rows = []
     for factor, data in a["factors"].items():
         for r in data["rows"]:
             rows.append((factor.replace("_", " "), r["setting"] + (" ★" if r["setting"] == data["best"] else ""),
-                         *(_f(r["pck"][t]) for t in ("0.05", "0.1")), *(_f(r["pck_swap"][t]) for t in ("0.05", "0.1")),
+                         *(_f(r["pck"][t]) for t in ("0.05", "0.1")),
+                         *(_f((r["pck_swap"] or {}).get(t)) for t in ("0.05", "0.1")),
                          _f(r.get("val_mse"), 5)))
     doc.add(Table(("factor", "setting", "PCK@0.05", "PCK@0.1", "swap-aware @0.05", "swap-aware @0.1", "val MSE (secondary)"),
                   tuple(rows)))
@@ -261,7 +317,7 @@ def _failures(doc: Document, c: dict, vis: Path) -> None:
         return
     doc.add(Paragraph(f"Rule: {f['rule']}. Mined on the validation split."))
     rows = [(t, f["types"][t], str(f["counts"][t])) for t in ("A", "B", "C")]
-    doc.add(Table(("type", "meaning", "images"), tuple(rows)))
+    doc.add(Table(("type", "meaning", f.get("unit", "images")), tuple(rows)))
     fk = f.get("failing_keypoints", {})
     if fk:
         names = sorted({k for per_model in fk.values() for counts in per_model.values() for k in counts})
@@ -274,9 +330,11 @@ def _failures(doc: Document, c: dict, vis: Path) -> None:
 
 
 def _conclusions(doc: Document, s: StudyFiles) -> None:
-    items = (conclusions.detection(s.detector) + conclusions.scale(s.detector) + conclusions.coverage(s.detector)
-             + conclusions.anchor_ablation(s.anchor_ablation) + conclusions.keypoints(s.comparison)
-             + conclusions.ablations(s.keypoint_ablation))
+    own = bool(s.own_data)  # a user's dataset: no comparison with the course reports' numbers
+    items = (conclusions.detection(s.detector, quote_reports=not own) + conclusions.scale(s.detector)
+             + conclusions.coverage(s.detector) + conclusions.anchor_ablation(s.anchor_ablation)
+             + conclusions.keypoints(s.comparison, quote_reports=not own) + conclusions.ablations(s.keypoint_ablation)
+             + list(dict.fromkeys(s.skipped.values())))
     doc.add(Heading("Conclusions"))
     doc.add(Paragraph("Each statement below is computed from this run's numbers."))
     doc.add(Bullets(tuple(items)) if items else Paragraph("No stage has finished yet."))

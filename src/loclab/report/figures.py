@@ -23,7 +23,7 @@ from loclab.data.formats_keypoints import KeypointSplit
 from loclab.data.keypoint_dataset import KeypointDataset
 from loclab.engine.detection import load_detector
 from loclab.engine.rundir import read_json
-from loclab.engine.tasks import detection_split, keypoint_split
+from loclab.engine.tasks import data_options, detection_split, keypoint_split
 from loclab.evaluation.detection import NUM_DETECTION_IMAGES, predictions_table
 from loclab.evaluation.keypoints import NUM_PREDICTION_IMAGES, VIS_DIR, read_keypoint_predictions, run_data_root
 from loclab.ops.affine import apply_affine
@@ -41,11 +41,13 @@ def _read_optional(path: Path) -> Any:
     return read_json(path) if path.is_file() else None
 
 
-def _val_sample(root: Path | str | None, count: int, image_size: int) -> tuple[DetectionSplit, DetectionDataset, list[int]]:
-    """The val split, its first ``count`` images letterboxed to the model input, and their indices."""
+def _val_sample(root: Path | str | None, count: int, image_size: int,
+                options: dict) -> tuple[DetectionSplit, DetectionDataset, list[int]]:
+    """The val split (read with the run's ``options``, see :func:`~loclab.engine.tasks.data_options`), its first
+    ``count`` images letterboxed to the model input, and their indices."""
     if not root:
         raise DataError("config.json names no data_root and none was given")
-    split = detection_split(root, "val")
+    split = detection_split(root, "val", **options)
     shown = list(range(min(count, len(split))))
     if not shown:
         raise DataError(f"{split.annotation_file}: the val split has no images")
@@ -85,7 +87,7 @@ def write_detector_figures(run_dir: Path | str, data_root: Path | str | None = N
         make(name, key in metrics, f"no \"{key}\" in metrics.json", lambda draw=draw, part=part: draw(part))
     try:
         val, sample, shown = _val_sample(data_root if data_root is not None else config.get("data_root"),
-                                    NUM_DETECTION_IMAGES, cfg.image_size)
+                                         NUM_DETECTION_IMAGES, cfg.image_size, data_options(config))
     except (DataError, OSError) as err:
         for name in ("detections.png", "anchors_on_image.png", "feature_maps.png"):
             logger.warning("%s: skipped %s (val images unavailable: %s)", run_dir, name, err)
@@ -207,12 +209,15 @@ def write_comparison_figures(keypoint_dir: Path, data_root: Path) -> list[Path]:
     curves: dict[str, dict[float, float]] = {}
     for name, m in comparison["models"].items():
         curves[f"{name} standard"] = {float(t): v for t, v in m["pck"].items()}
-        curves[f"{name} swap-aware"] = {float(t): v for t, v in m["pck_swap"].items()}
+        if m.get("pck_swap"):  # None for a skeleton without symmetric pairs
+            curves[f"{name} swap-aware"] = {float(t): v for t, v in m["pck_swap"].items()}
     ceiling = {float(t): v for t, v in comparison["ceiling"].items()} if comparison.get("ceiling") else None
     written = [plot_pck_curves(curves, out / "pck_curves.png", ceiling=ceiling,
                                title="PCK on the validation split: heatmap vs regression")]
     split = keypoint_split(data_root, "val")
     preds = {m: read_keypoint_predictions(keypoint_dir / m / "predictions.json", split) for m in ("heatmap", "regression")}
+    if split.format != "reference":
+        return written + _own_data_comparison_figures(keypoint_dir, split, preds, comparison["failures"])
     n = min(NUM_PREDICTION_IMAGES, len(split))
     images = decode_images(split.images, "L", progress=False, source=split.annotation_file)
     ids = [r.id for r in split.images]
@@ -223,6 +228,52 @@ def write_comparison_figures(keypoint_dir: Path, data_root: Path) -> list[Path]:
                                          failures["image_ids"], out / "failure_cases.png", image_ids=ids,
                                          threshold=failures["threshold"], normalize_by=failures["normalize_by"],
                                          swap_aware=failures["swap_aware"]))
+    return written
+
+
+def _instance_crops(keypoint_dir: Path, split: KeypointSplit, rows: list[int],
+                    preds: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], list[int]]:
+    """The model-input crops (gray) of the instances ``rows`` of ``split`` and of the other instances of their
+    images: ``(images, ground truths, {model: predictions}, instance index of each crop)``, keypoints mapped into
+    the crops, unlabelled ground truths NaN (not drawn)."""
+    cfg = from_dict(KeypointConfig, read_json(keypoint_dir / "heatmap" / "config.json")["keypoints"])
+    chosen = sorted({int(split.instance_image[r]) for r in rows})
+    held = torch.nonzero(torch.isin(split.instance_image, torch.tensor(chosen, dtype=torch.int64))).flatten()
+    crops = KeypointDataset.from_split(split.select_images(chosen), heatmap_size=cfg.heatmap_grid, progress=False,
+                                       input_size=cfg.input_size, in_channels=1, box_padding=cfg.box_padding)
+    images = crops.images if crops.images is not None else torch.stack([crops.input_image(i)
+                                                                         for i in range(len(crops))])
+    gts = apply_affine(split.keypoints[held].double(), crops.transforms)
+    gts[~split.visible[held]] = float("nan")
+    mapped = {m: apply_affine(p[held].double(), crops.transforms) for m, p in preds.items()}
+    return images, gts, mapped, held.tolist()
+
+
+def _own_data_comparison_figures(keypoint_dir: Path, split: KeypointSplit, preds: dict[str, torch.Tensor],
+                                 failures: dict[str, Any]) -> list[Path]:
+    """Method comparison and failure examples for instances of any size: drawn on their model-input crops, as
+    :func:`_own_data_keypoint_figures` draws a run's predictions; ids are instance indices."""
+    out, written = Path(keypoint_dir) / VIS_DIR, []
+    n = min(NUM_PREDICTION_IMAGES, split.num_instances)
+    if n == 0:
+        return written
+    images, gts, mapped, held = _instance_crops(keypoint_dir, split, list(range(n)), preds)
+    first = [held.index(i) for i in range(n)]
+    written.append(draw_method_comparison(images[first], gts[first], mapped["heatmap"][first],
+                                          mapped["regression"][first], out / "method_comparison.png",
+                                          title="Heatmap (top) vs regression (bottom) on the same validation instances",
+                                          image_ids=list(range(n))))
+    shown = sorted({i for ids in failures["image_ids"].values() for i in ids[:3]})
+    if shown:  # else no instance failed: the figure says so for each type
+        images, gts, mapped, held = _instance_crops(keypoint_dir, split, shown, preds)
+    names = list(split.keypoint_names)
+    failing = {model: torch.tensor([[name in failures["failing_by_image"].get(str(i), {}).get(model, [])
+                                     for name in names] for i in held], dtype=torch.bool)
+               for model in ("heatmap", "regression")}
+    written.append(draw_failure_examples(images, gts, mapped["heatmap"], mapped["regression"], failures["image_ids"],
+                                         out / "failure_cases.png", image_ids=held, threshold=failures["threshold"],
+                                         normalize_by=failures["normalize_by"], swap_aware=failures["swap_aware"],
+                                         keypoint_names=names, failing=failing))
     return written
 
 

@@ -1,7 +1,8 @@
 """Cached study stages.
 
 Each stage has a key, a config (anything JSON-able) and a function. Its state lives in
-``OUT/stages/<key>.json``: the config hash, ``running`` or ``done``, and the wall time. A stage whose
+``OUT/stages/<key>.json``: the config hash, ``running`` or ``done`` (or ``skipped`` with the reason, for a stage
+that does not apply to the study's data), and the wall time. A stage whose
 hash matches and is done is skipped; one that is ``running`` (interrupted) is called again and resumes
 from its own checkpoints; one whose config changed is refused unless ``force`` (results of another
 config are never silently overwritten).
@@ -43,6 +44,8 @@ class StageRunner:
         digest = config_hash(config)
         marker = self.marker(key)
         header = f"[{self.index}/{self.total}] {title}"
+        if marker.exists() and read_json(marker)["status"] == "skipped":  # no results to keep
+            marker.unlink()
         if marker.exists():
             state = read_json(marker)
             if state["hash"] != digest and not self.force:
@@ -69,3 +72,11 @@ class StageRunner:
                             "wall_time_s": wall})
         tqdm.write(f"{header}: done in {wall:.0f}s")
         return result
+
+    def skip(self, key: str, title: str, reason: str) -> None:
+        """Count a stage that does not apply to this study (e.g. keypoint stages on a dataset of boxes): nothing
+        runs, its marker says ``skipped`` and ``reason`` (one sentence, which the report shows instead of results)."""
+        self.index += 1
+        tqdm.write(f"[{self.index}/{self.total}] {title}: skipped. {reason}")
+        write_json(self.marker(key), {"key": key, "title": title, "hash": config_hash({"skipped": reason}),
+                                      "status": "skipped", "reason": reason, "config": None, "wall_time_s": 0.0})

@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,13 @@ from loclab.config import (
     DetectorConfig,
     KeypointConfig,
     from_dict,
-    resolve_study_config,
     to_dict,
     without_data_fields,
 )
 from loclab.engine.rundir import read_json, write_json
 from loclab.engine.tasks import train_detector_on_root, train_keypoints_on_root
 from loclab.errors import ConfigError
+from loclab.recipes import resolve_study_config
 
 
 def detector_trial(cfg: DetectorConfig, data_root: Path, run_dir: Path, *, progress: bool = True,
@@ -97,8 +98,12 @@ def matching_runs(task: str, configs: Mapping[str, Any], data_root: Path, runs: 
 
 
 def comparable(cfg: Any) -> Any:
-    """A config as trials compare it: keypoint runs store the skeleton their data gave them, trials do not."""
-    return without_data_fields(cfg) if isinstance(cfg, KeypointConfig) else cfg
+    """A config as trials compare it: keypoint runs store the skeleton their data gave them, trials do not; a
+    config that trains for a number of steps stores the epochs its data gave it, trials do not."""
+    cfg = without_data_fields(cfg) if isinstance(cfg, KeypointConfig) else cfg
+    if isinstance(cfg, (DetectorConfig, KeypointConfig)) and cfg.train.steps > 0:
+        cfg = replace(cfg, train=replace(cfg.train, epochs=0))
+    return cfg
 
 
 def _usable(reuse: Mapping[str, Path], out: Path) -> dict[str, Path]:
@@ -177,25 +182,30 @@ def _run_trials(task: str, configs: dict[str, Any], data_root: Path, out: Path, 
 
 
 def anchor_ablation(base: DetectorConfig, ablation: AblationConfig, data_root: Path, out: Path,
-                    finished: Iterable[Path] = (), **engine: Any) -> dict[str, Any]:
+                    finished: Iterable[Path] = (), *, configs: Mapping[str, DetectorConfig] | None = None,
+                    extra: Mapping[str, Any] | None = None, **engine: Any) -> dict[str, Any]:
     """Train the detector with each anchor set; write ``anchor_ablation.json`` side by side.
 
     ``finished``: runs that may stand in for identical trials (:func:`matching_runs`).
+    ``configs``: the trials ``{name: config}`` (default :func:`anchor_ablation_trials` of ``base``; a trial named
+    ``default`` is the baseline the conclusions compare with); ``extra``: more keys for the summary.
     ``engine``: :func:`run_grid`'s ``engine`` / ``ray_address`` / ``ray_cpus_per_trial``.
     """
-    configs = anchor_ablation_trials(base, ablation)
+    configs = dict(configs) if configs is not None else anchor_ablation_trials(base, ablation)
     reuse = _usable(matching_runs("detector", configs, data_root, finished), out)
     metrics = run_grid("detector", configs, data_root, out, ablation.workers, reuse=reuse, **engine)
-    summary = summarise_anchor_ablation(configs, metrics) | {"reused_runs": _reused(reuse, out)}
+    summary = summarise_anchor_ablation(configs, metrics) | dict(extra or {}) | {"reused_runs": _reused(reuse, out)}
     write_json(out / "anchor_ablation.json", summary)
     return summary
 
 
 def keypoint_ablation(base: KeypointConfig, ablation: AblationConfig, data_root: Path, out: Path,
-                      finished: Iterable[Path] = (), **engine: Any) -> dict[str, Any]:
+                      finished: Iterable[Path] = (), *, extra: Mapping[str, Any] | None = None,
+                      **engine: Any) -> dict[str, Any]:
     """Heatmap resolution, sigma and skip grid; writes ``baseline_results.json`` and the ablation plot.
 
     ``finished``: runs that may stand in for identical trials (:func:`matching_runs`).
+    ``extra``: more keys for the summary.
     ``engine``: :func:`run_grid`'s ``engine`` / ``ray_address`` / ``ray_cpus_per_trial``.
     """
     from loclab.report.figures import write_ablation_figures
@@ -203,7 +213,8 @@ def keypoint_ablation(base: KeypointConfig, ablation: AblationConfig, data_root:
     configs = keypoint_ablation_trials(base, ablation)
     reuse = _usable(matching_runs("keypoints", configs, data_root, finished), out)
     metrics = run_grid("keypoints", configs, data_root, out, ablation.workers, reuse=reuse, **engine)
-    summary = summarise_keypoint_ablation(base, ablation, metrics) | {"reused_runs": _reused(reuse, out)}
+    summary = (summarise_keypoint_ablation(base, ablation, metrics) | dict(extra or {})
+               | {"reused_runs": _reused(reuse, out)})
     write_json(out / "baseline_results.json", summary)
     write_ablation_figures(out)
     return summary

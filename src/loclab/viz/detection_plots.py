@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from loclab.viz.style import CLASS_COLOURS, SCALE_COLOURS, plt
+from loclab.viz.style import SCALE_COLOURS, class_colour, plt
+
+_PANELS_PER_ROW = 4  # per-class panels of a dataset with more classes wrap into rows of this many
 
 # Panel order and titles; components not listed here follow in the log's order.
 _LOSS_TITLES = {"loss_total": "total", "loss_obj": "objectness (BCE)", "loss_cls": "classification (CE)",
@@ -67,10 +69,10 @@ def pr_curves_figure(metrics: Mapping[str, Any]) -> Figure:
             ``"AP50"``, ``"AP50_coco"`` and ``"ap_convention"``.
     """
     curves = metrics["pr_curves"]
-    fig, axes = plt.subplots(1, max(len(curves), 1), figsize=(3.6 * max(len(curves), 1), 3.5), squeeze=False)
-    for i, (ax, (name, curve)) in enumerate(zip(axes[0], curves.items())):
+    fig, axes = _class_panels(len(curves), 3.6, 3.5)
+    for i, (ax, (name, curve)) in enumerate(zip(axes.flat, curves.items())):
         recall, precision = np.asarray(curve["recall"], float), np.asarray(curve["precision"], float)
-        colour = CLASS_COLOURS[i % len(CLASS_COLOURS)]
+        colour = class_colour(i)
         if recall.size:
             envelope = np.maximum.accumulate(precision[::-1])[::-1]
             ax.plot(recall, precision, ".", ms=3, color=colour, alpha=0.5, label="precision at each TP")
@@ -79,11 +81,22 @@ def pr_curves_figure(metrics: Mapping[str, Any]) -> Figure:
         ax.set_title(f"{name}: AP50 {voc} (COCO-101 {coco})", fontsize=9)
         ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("precision")
+    for ax in axes.flat[len(curves):]:
+        ax.axis("off")
+    for row in axes:
+        row[0].set_ylabel("precision")
     axes[0][0].legend(fontsize=7, loc="lower left")
     fig.suptitle(f"PR curves, IoU >= 0.5. Headline AP: {metrics.get('ap_convention', 'VOC all-point')}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _class_panels(count: int, width: float, height: float) -> tuple[Figure, np.ndarray]:
+    """One panel per class: a single row for up to :data:`_PANELS_PER_ROW` classes, else rows of that many."""
+    count = max(count, 1)
+    cols = count if count <= _PANELS_PER_ROW else _PANELS_PER_ROW
+    rows = -(-count // cols)
+    return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
 
 
 def _heatmap(ax, values: np.ndarray, text: list[list[str]], rows: Sequence[str], cols: Sequence[str], title: str,
@@ -182,13 +195,15 @@ def object_sizes_figure(sizes: Mapping[str, Any]) -> Figure:
     Args:
         sizes: ``metrics["object_sizes"]`` as from :func:`loclab.analysis.sizes.size_distribution`.
     """
-    fig, ax = plt.subplots(figsize=(8, 3.8))
     per_class = sizes["per_class"]
     values = [v for c in per_class.values() for v in c["sqrt_area"]]
     top = max(values, default=200.0)
     bins = np.arange(0, top + 8, 4)
+    if len(per_class) > 3:
+        return _object_sizes_per_class(sizes, bins)
+    fig, ax = plt.subplots(figsize=(8, 3.8))
     for i, (name, entry) in enumerate(per_class.items()):
-        ax.hist(entry["sqrt_area"], bins=bins, alpha=0.7, color=CLASS_COLOURS[i % 3],
+        ax.hist(entry["sqrt_area"], bins=bins, alpha=0.7, color=class_colour(i),
                 label=f"{name} (n={entry['count']}, median {_fmt(entry['median'], 0)} px)")
     for edge in sizes["bucket_edges"]:
         ax.axvline(edge, color="black", ls="--", lw=1)
@@ -198,5 +213,26 @@ def object_sizes_figure(sizes: Mapping[str, Any]) -> Figure:
                 ha="center", va="top", fontsize=9)
     ax.set(xlabel="sqrt(box area) [px]", ylabel="objects", title=f"Object sizes ({sizes['bucket_rule']})")
     ax.legend(fontsize=8, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+def _object_sizes_per_class(sizes: Mapping[str, Any], bins: np.ndarray) -> Figure:
+    """:func:`object_sizes_figure` for more than three classes: one histogram panel per class, same bins and
+    bucket edges in each, so overlapping classes stay readable."""
+    per_class = sizes["per_class"]
+    fig, axes = _class_panels(len(per_class), 3.4, 2.6)
+    for i, (ax, (name, entry)) in enumerate(zip(axes.flat, per_class.items())):
+        ax.hist(entry["sqrt_area"], bins=bins, color=class_colour(i))
+        for edge in sizes["bucket_edges"]:
+            ax.axvline(edge, color="black", ls="--", lw=1)
+        counts = ", ".join(str(entry["bucket_counts"].get(b, 0)) for b in sizes["buckets"])
+        ax.set_title(f"{name}: n={entry['count']}, median {_fmt(entry['median'], 0)} px\n"
+                     f"per bucket {counts}", fontsize=8)
+        ax.set_xlabel("sqrt(box area) [px]", fontsize=8)
+    for ax in axes.flat[len(per_class):]:
+        ax.axis("off")
+    totals = ", ".join(f"{b} {sizes['bucket_counts'][b]}" for b in sizes["buckets"])
+    fig.suptitle(f"Object sizes per class ({sizes['bucket_rule']}); all classes: {totals}", fontsize=9)
     fig.tight_layout()
     return fig

@@ -65,7 +65,9 @@ def _draw_panel(ax: Any, image: np.ndarray, gt: np.ndarray, pred: np.ndarray, ti
 
 
 def _mean_error(gt: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.linalg.norm(pred - gt, axis=-1).mean())
+    distances = np.linalg.norm(pred - gt, axis=-1)
+    # unlabelled keypoints (NaN ground truth) are not drawn and not counted
+    return float(np.nanmean(distances) if np.isnan(distances).any() else distances.mean())
 
 
 def draw_keypoint_predictions(
@@ -131,6 +133,7 @@ def draw_failure_examples(
     normalize_by: str = "bbox",
     swap_aware: bool = True,
     keypoint_names: Sequence[str] | None = None,
+    failing: Mapping[str, Array] | None = None,
 ) -> Path:
     """A few examples of each failure type (rows A, B, C); each example as a heatmap panel and a regression panel.
 
@@ -140,11 +143,17 @@ def draw_failure_examples(
         ids_by_type: ``{"A": [ids], "B": [...], "C": [...]}`` (``failure_analysis(...)["image_ids"]``).
         threshold, normalize_by, swap_aware: the rule the analysis used; keypoints that fail it are marked with
             an orange square and their name. With ``swap_aware`` the hands are drawn in the matched order.
+        failing: ``{"heatmap": bool [N, K], "regression": ...}``, the keypoints that failed, as the analysis found
+            them (a user's own data: unlabelled keypoints, any symmetric pairs); the rule above is then not
+            recomputed and the predictions are drawn as given.
     """
     pictures, gt = _gray(images), _numpy(gts)
     row_of = {int(i): r for r, i in enumerate(image_ids)} if image_ids is not None else None
     scored = {}
     for method, preds in (("heatmap", heatmap_preds), ("regression", regression_preds)):
+        if failing is not None:
+            scored[method] = (_numpy(failing[method], bool), _numpy(preds))
+            continue
         correct, matched = keypoint_correctness(_numpy(preds), gt, threshold, normalize_by, swap_aware)
         scored[method] = (~correct.numpy(), matched.numpy())
     cols = max(1, per_type) * 2
@@ -157,7 +166,7 @@ def draw_failure_examples(
             if c // 2 >= len(chosen):
                 ax.axis("off")
                 if c == 0:
-                    ax.text(0.5, 0.5, f"no type {kind} images", ha="center", va="center", fontsize=8,
+                    ax.text(0.5, 0.5, f"no type {kind} {'instances' if failing is not None else 'images'}", ha="center", va="center", fontsize=8,
                             transform=ax.transAxes)
                 continue
             image_id = int(chosen[c // 2])
@@ -167,7 +176,10 @@ def draw_failure_examples(
             _draw_panel(ax, pictures[row], gt[row], matched[row], f"{kind} id {image_id}: {method}",
                         failing=failing[row], names=keypoint_names)
         axes[r][0].set_ylabel(f"type {kind}", fontsize=10)
-    rule = "swap-aware hands" if swap_aware else "hands by label"
+    if failing is not None:
+        rule = "symmetric pairs matched either way" if swap_aware else "no symmetric pairs"
+    else:
+        rule = "swap-aware hands" if swap_aware else "hands by label"
     meanings = ";  ".join(f"{kind}: {TYPE_MEANINGS[kind]}" for kind in FAILURE_TYPES)
     fig.suptitle(f"Failure examples at threshold {threshold:g} ({normalize_by} norm, {rule}); "
                  f"orange squares: keypoints that fail\n{meanings}", fontsize=9)

@@ -25,6 +25,15 @@ PREDICTION_COLOUR = "red"
 GROUND_TRUTH_COLOUR = "limegreen"
 SCALE_COLOURS = ("tab:orange", "tab:purple", "tab:cyan")  # S1, S2, S3
 CLASS_COLOURS = ("tab:red", "tab:green", "tab:blue")  # circle, square, triangle (the shapes' own fills)
+# further classes of a user's dataset, after the first three
+_MORE_CLASS_COLOURS = ("tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan")
+
+
+def class_colour(label: int) -> str:
+    """The colour of class ``label``: :data:`CLASS_COLOURS` for the first three, then seven others in turn."""
+    if label < len(CLASS_COLOURS):
+        return CLASS_COLOURS[label]
+    return _MORE_CLASS_COLOURS[(label - len(CLASS_COLOURS)) % len(_MORE_CLASS_COLOURS)]
 
 
 def save_figure(fig: Figure, path: Path | str) -> Path:

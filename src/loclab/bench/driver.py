@@ -23,7 +23,7 @@ def run_bench(as_json: bool = False, quick: bool = False, with_compile: bool = T
     """Run every measurement and print a table (or JSON); returns the results."""
     repeats = 3 if quick else 6
     vs = variants(with_compile)
-    default = next(v.path for v in vs if v.label == "default")
+    default = next(v.numeric for v in vs if v.label == "default")
     reference = DetectorBench.build("reference", 16, default.device)
     workloads = reference.workloads() + DetectorBench.build("loclab", 16, default.device).workloads()
     for name in ("heatmap", "regression"):

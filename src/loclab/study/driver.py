@@ -23,9 +23,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loclab.config import StudyConfig, resolve_study_config, to_dict
+from loclab.config import StudyConfig, to_dict
 from loclab.engine.rundir import prepare_run_dir, version_info, write_json
+from loclab.recipes import resolve_study_config
 from loclab.study import trials
+from loclab.study.owndata import dataset_layouts, resolve_study_config_for_data, run_own_data_stages
 from loclab.study.stages import StageRunner
 
 NUM_STAGES = 8
@@ -58,15 +60,26 @@ def data_fingerprint(data_root: Path) -> str:
 
 def run_study(preset: str, out: Path, *, data_root: Path | None = None, overrides: list[str] = (),
               force: bool = False) -> Path:
-    """Run every stage of the study into ``out`` and return the path of ``report.md``."""
+    """Run every stage of the study into ``out`` and return the path of ``report.md``.
+
+    ``data_root``: the course's data (generated there when missing), or a user's dataset in any layout loclab
+    reads, on which only the stages of the tasks it holds run (:mod:`loclab.study.owndata`).
+    """
     from loclab.report.build import build_report
 
-    cfg = resolve_study_config(preset, overrides)
+    layouts = dataset_layouts(data_root) if data_root is not None else None
+    cfg = resolve_study_config(preset, overrides) if layouts is None else \
+        resolve_study_config_for_data(preset, layouts, overrides)
     out = prepare_run_dir(out)
     data_root = Path(data_root) if data_root is not None else out / "data"
     runner = StageRunner(out, NUM_STAGES, force=force)
     write_json(out / "config.json", {"preset": preset, "overrides": list(overrides), "data_root": str(data_root.resolve()),
                                      "study": to_dict(cfg)})
+    if cfg.own_data is not None:
+        run_own_data_stages(cfg, layouts, data_root, out, runner)
+        print(f"[{NUM_STAGES}/{NUM_STAGES}] report")
+        build_report(out)
+        return out / "report.md"
 
     data_state = runner.run("data", "data", {"root": str(data_root.resolve()), "data": to_dict(cfg.data)},
                             lambda: ensure_data(data_root, cfg))
