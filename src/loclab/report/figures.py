@@ -26,6 +26,7 @@ from loclab.engine.rundir import read_json
 from loclab.engine.tasks import data_options, detection_split, keypoint_split
 from loclab.evaluation.detection import NUM_DETECTION_IMAGES, predictions_table
 from loclab.evaluation.keypoints import NUM_PREDICTION_IMAGES, VIS_DIR, read_keypoint_predictions, run_data_root
+from loclab.metrics.pck_instances import best_pair_assignment
 from loclab.ops.affine import apply_affine
 from loclab.ops.anchors import generate_anchors
 from loclab.viz import detection_overlays as overlays
@@ -264,6 +265,9 @@ def _own_data_comparison_figures(keypoint_dir: Path, split: KeypointSplit, preds
                                           title="Heatmap (top) vs regression (bottom) on the same validation instances",
                                           image_ids=list(range(n))))
     shown = sorted({i for ids in failures["image_ids"].values() for i in ids[:3]})
+    if split.symmetric_pairs and failures["swap_aware"]:  # drawn in the order the analysis scored
+        preds = {m: best_pair_assignment(p, split.keypoints.double(), split.symmetric_pairs, visible=split.visible)[0]
+                 for m, p in preds.items()}
     if shown:  # else no instance failed: the figure says so for each type
         images, gts, mapped, held = _instance_crops(keypoint_dir, split, shown, preds)
     names = list(split.keypoint_names)

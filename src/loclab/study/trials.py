@@ -98,9 +98,12 @@ def matching_runs(task: str, configs: Mapping[str, Any], data_root: Path, runs: 
 
 
 def comparable(cfg: Any) -> Any:
-    """A config as trials compare it: keypoint runs store the skeleton their data gave them, trials do not; a
-    config that trains for a number of steps stores the epochs its data gave it, trials do not."""
+    """A config as trials compare it: keypoint runs store the skeleton their data gave them and detector runs their
+    classes, trials do not; a config that trains for a number of steps stores the epochs its data gave it, trials
+    do not."""
     cfg = without_data_fields(cfg) if isinstance(cfg, KeypointConfig) else cfg
+    if isinstance(cfg, DetectorConfig):
+        cfg = replace(cfg, class_names=(), num_classes=DetectorConfig().num_classes)
     if isinstance(cfg, (DetectorConfig, KeypointConfig)) and cfg.train.steps > 0:
         cfg = replace(cfg, train=replace(cfg.train, epochs=0))
     return cfg

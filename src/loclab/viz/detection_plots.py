@@ -200,7 +200,7 @@ def object_sizes_figure(sizes: Mapping[str, Any]) -> Figure:
     top = max(values, default=200.0)
     bins = np.arange(0, top + 8, 4)
     if len(per_class) > 3:
-        return _object_sizes_per_class(sizes, bins)
+        return _object_sizes_per_class(sizes, np.linspace(0, top * 1.05 + 1, 31))  # 30 bins at any object size
     fig, ax = plt.subplots(figsize=(8, 3.8))
     for i, (name, entry) in enumerate(per_class.items()):
         ax.hist(entry["sqrt_area"], bins=bins, alpha=0.7, color=class_colour(i),
