@@ -250,7 +250,7 @@ def test_skip_bad_drops_bad_records_with_one_warning(tmp_path):
     document = changed(DETECTION, set_annotation(1, bbox=[200, 10, 190, 60]))
     path = write_split(tmp_path, document)
     (tmp_path / "train" / "000001.png").unlink()
-    with pytest.raises(DataError, match=r"000001.png does not exist \(1 more problem\(s\) in this file.\)"):
+    with pytest.raises(DataError, match=r"000001.png does not exist\. \(1 more problem\(s\) found\.\)"):
         load_detection_annotations(path)
     with pytest.warns(DataWarning, match="skipped 2 bad record") as caught:
         split = load_detection_annotations(path, skip_bad=True)
