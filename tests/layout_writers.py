@@ -12,7 +12,7 @@ of them:
 * non-square images of several sizes (:data:`SIZES`, used in turn), 1 to 3 objects each, boxes with integer
   corners in displayed pixels; image ``i``'s first object is of class ``i % 7``, so with 7 images or more every
   class appears (VOC finds its classes in the data); with ``empty_image=True`` the last train image has no objects.
-* the first train images are the special files (:data:`SPECIAL_KINDS`): a grayscale JPEG, an RGBA PNG (transparent
+* the first train images are the special files (:data:`UNUSUAL_KINDS`): a grayscale JPEG, an RGBA PNG (transparent
   left columns, half-transparent top rows), a palette PNG, a 16-bit grayscale PNG, and JPEGs stored sideways with
   EXIF orientation 6 and 8 whose boxes refer to the displayed (upright) image. The rest are RGB PNGs.
 * ``difficult``: every 7th object (by global index, starting at the 4th) is marked difficult; only VOC stores it.
@@ -41,7 +41,7 @@ assert list(NAMES) == sorted(NAMES), "sorted names must follow sorted ids so tha
 COLOURS = {3: (220, 40, 40), 5: (40, 170, 40), 8: (40, 40, 220), 13: (200, 160, 0), 21: (160, 0, 160),
            34: (0, 150, 150), 55: (30, 30, 30)}
 SIZES = ((96, 64), (64, 80), (120, 72))  # (width, height) of the displayed images, used in turn
-SPECIAL_KINDS = ("gray_jpeg", "rgba_png", "palette_png", "gray16_png", "exif6_jpeg", "exif8_jpeg")
+UNUSUAL_KINDS = ("gray_jpeg", "rgba_png", "palette_png", "gray16_png", "exif6_jpeg", "exif8_jpeg")
 TRANSPARENT_COLUMNS, HALF_ROWS = 3, 4  # RGBA kind: alpha 0 on the left columns, 128 on the top rows
 LAYOUT_NAMES = ("reference", "coco", "voc", "yolo")
 # How the EXIF kinds are stored: orientation tag, and the transposition that turns the upright image into the file.
@@ -129,9 +129,9 @@ def make_detection_dataset(
     images, objects_so_far = [], 0
     for index in range(n_train + n_val):
         split = "train" if index < n_train else "val"
-        kind = SPECIAL_KINDS[index] if specials and index < min(len(SPECIAL_KINDS), n_train) else "png"
+        kind = UNUSUAL_KINDS[index] if specials and index < min(len(UNUSUAL_KINDS), n_train) else "png"
         width, height = SIZES[index % len(SIZES)]
-        empty = empty_image and split == "train" and index == n_train - 1 and n_train > len(SPECIAL_KINDS)
+        empty = empty_image and split == "train" and index == n_train - 1 and n_train > len(UNUSUAL_KINDS)
         first_class = CATEGORY_IDS[index % len(CATEGORY_IDS)]  # every class appears once there are 7 images
         objects = [] if empty else _place_objects(rng, width, height, int(rng.integers(1, 4)), first_class)
         objects = [SyntheticObject(o.category_id, o.box, (objects_so_far + k) % 7 == 3) for k, o in enumerate(objects)]
