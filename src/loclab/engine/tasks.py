@@ -67,5 +67,6 @@ def train_keypoints_on_root(cfg: KeypointConfig, data_root: Path, run_dir: Path,
 
     train = keypoint_split(data_root, "train", skip_bad=skip_bad, data_format=data_format)
     val = keypoint_split(data_root, "val", skip_bad=skip_bad, data_format=data_format)
-    meta = {"data_root": str(Path(data_root).resolve()), "recipe": recipe}
+    meta = {"data_root": str(Path(data_root).resolve()), "recipe": recipe, "data_format": data_format,
+            "skip_bad": skip_bad}
     return train_keypoints(cfg, train, val, run_dir, resume=resume, progress=progress, meta=meta)

@@ -22,7 +22,7 @@ from loclab.data.errors import DataError
 from loclab.data.formats_keypoints import load_keypoint_annotations
 from loclab.engine.keypoints import checkpoint_name, load_keypoint_model, make_dataset, output_type, predict_dataset
 from loclab.engine.rundir import RunDirError, read_json, write_json
-from loclab.engine.tasks import keypoint_split
+from loclab.engine.tasks import data_options, keypoint_split
 from loclab.errors import ConfigError
 from loclab.evaluation.keypoint_predictions import (  # noqa: F401  (read_keypoint_predictions: re-exported)
     coco_result_records,
@@ -257,7 +257,7 @@ def evaluate_keypoint_run(
     root = run_data_root(run_dir, data_root)
     weights = run_dir / checkpoint_name(from_dict(KeypointConfig, config["keypoints"]))
     model, cfg = load_keypoint_model(weights)
-    dataset = make_dataset(keypoint_split(root, "val"), cfg)
+    dataset = make_dataset(keypoint_split(root, "val", **data_options(config)), cfg)
     split = dataset.split
     gts = dataset.keypoints.double()
     options = {"keypoint_names": list(dataset.keypoint_names), "visible": dataset.visible,
