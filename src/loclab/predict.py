@@ -43,7 +43,7 @@ def predict_detector_files(weights: Path, image_paths: list[Path], out: Path, th
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for path in image_paths:
-        pixels = _pixels(path, "RGB")
+        pixels = load_pixels(path, "RGB")
         height, width = pixels.shape[:2]
         letterbox = letterbox_params(width, height, cfg.image_size)
         boxed = torch.from_numpy(np.ascontiguousarray(letterbox_image(pixels, cfg.image_size, fill=LETTERBOX_FILL)))
@@ -65,12 +65,6 @@ def predict_detector_files(weights: Path, image_paths: list[Path], out: Path, th
     return out / "detections.json"
 
 
-def _pixels(path: Path, mode: str) -> np.ndarray:
-    if not Path(path).is_file():
-        raise DataError(f"{path}: image not found")
-    return load_pixels(path, mode)
-
-
 def predict_keypoint_files(weights: Path, image_paths: list[Path], out: Path, *, boxes: Path | None = None,
                            box_threshold: float = 0.5) -> Path:
     """Locate the keypoints of each instance in each image, top-down; writes ``out/<name>_keypoints.png`` and
@@ -89,7 +83,7 @@ def predict_keypoint_files(weights: Path, image_paths: list[Path], out: Path, *,
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for path in image_paths:
-        pixels = _pixels(path, "L" if cfg.in_channels == 1 else "RGB")
+        pixels = load_pixels(path, "L" if cfg.in_channels == 1 else "RGB")
         height, width = pixels.shape[:2]
         instances = chosen[path] if chosen is not None else [([0.0, 0.0, float(width), float(height)], None)]
         keypoints = torch.zeros(0, cfg.num_keypoints, 2)

@@ -131,7 +131,7 @@ class DetectionDataset(Dataset):
         if image_size is None:
             image_size = split.images[0].width if split.images else 224
         self.image_size = image_size
-        self.letterboxes = [letterbox_params(r.width, r.height, image_size) for r in split.images]
+        self.letterboxes = split_letterboxes(split, image_size)
         self.input_split = letterbox_split(split, self.letterboxes)
         self.image_ids = [record.id for record in split.images]
         self.streaming = len(split.images) * 3 * image_size * image_size > memory_budget
@@ -189,6 +189,11 @@ class DetectionDataset(Dataset):
             )
             image, boxes = flipped[0], mirrored[0]
         return image, {"boxes": boxes, "labels": self.split.labels[index].clone(), "image_id": self.image_ids[index]}
+
+
+def split_letterboxes(split: DetectionSplit, image_size: int) -> list[Letterbox]:
+    """The letterbox of every image of ``split`` into a square model input of side ``image_size``."""
+    return [letterbox_params(r.width, r.height, image_size) for r in split.images]
 
 
 def letterbox_split(split: DetectionSplit, letterboxes: Sequence[Letterbox]) -> DetectionSplit:

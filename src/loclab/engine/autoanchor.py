@@ -18,10 +18,10 @@ import torch
 from torch import Tensor
 
 from loclab.config import DetectorConfig
+from loclab.data.datasets import letterbox_split, split_letterboxes
 from loclab.data.errors import DataWarning
 from loclab.data.formats_detection import DetectionSplit
 from loclab.ops.anchor_fit import anchor_quality, fit_anchors
-from loclab.ops.letterbox import letterbox_params
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +30,8 @@ MIN_BEST_POSSIBLE_RECALL = 0.98
 
 def input_box_sizes(split: DetectionSplit, image_size: int) -> Tensor:
     """``[N, 2]`` (width, height) of every box of ``split`` after letterboxing its image to ``image_size``."""
-    sizes = []
-    for record, boxes in zip(split.images, split.boxes):
-        if len(boxes):
-            inside = letterbox_params(record.width, record.height, image_size).boxes_to_input(boxes)
-            sizes.append(inside[:, 2:] - inside[:, :2])
-    return torch.cat(sizes) if sizes else torch.zeros((0, 2))
+    boxes = letterbox_split(split, split_letterboxes(split, image_size)).boxes
+    return torch.cat([b[:, 2:] - b[:, :2] for b in boxes]) if boxes else torch.zeros((0, 2))
 
 
 def size_edges(cfg: DetectorConfig) -> list[float]:

@@ -86,10 +86,11 @@ def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss):
     num_anchors = num_anchors_per_cell(cfg)
 
     augment = cfg.train.augment
+    augmenting = augment.enabled  # decided once, not on every step
 
     def step(model: nn.Module, batch: Any, numeric: NumericPath) -> dict[str, Tensor]:
         images, boxes, labels, valid, _ = batch
-        if model.training and augment.enabled:
+        if model.training and augmenting:
             images, boxes, valid = images.to(numeric.device), boxes.to(numeric.device), valid.to(numeric.device)
             if augment.mosaic > 0:
                 images, boxes, labels, valid = mosaic_batch(images, boxes, labels.to(numeric.device), valid,
