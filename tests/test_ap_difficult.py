@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from coco_reference import devkit_matching as _devkit_reference
 from coco_reference import devkit_voc_ap, pycocotools_ap
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,65 +36,6 @@ def _gts(rows, image_ids, difficult=None):
 
 
 # --- references --------------------------------------------------------------------------------------------------
-
-
-def _iou(a, b):
-    """IoU of two ``(x1, y1, x2, y2)`` boxes, no ``+1``, with the same operations as loclab (so ties are exact)."""
-    iw = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
-    ih = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _devkit_reference(dets, gts, iou_threshold, class_id, taken_is_fp=False):
-    """voc_eval.py's loop for one class, on loclab's IoU (no ``+1``, match at ``>=``) and tie order (score, then
-    image id, then input order).
-
-    Each detection takes the box of maximum overlap among the boxes of its image and class; difficult boxes are
-    never marked taken. If that overlap reaches the threshold and the box is difficult the detection is neither TP
-    nor FP; a free ordinary box makes it a TP; anything else an FP. ``taken_is_fp=True`` is the devkit's own rule:
-    taken boxes compete (first box on ties) and winning one is an FP. By default loclab's: taken ordinary boxes are
-    skipped and the last box wins ties.
-
-    Returns recall and precision with the devkit's repeated points for ignored detections, a mask of the counted
-    (TP or FP) detections, the number of positives, and whether some detection's best box was already taken.
-    """
-    difficult = np.zeros(len(gts), bool) if gts.difficult is None else gts.difficult
-    boxes_of_image = {}
-    for g in range(len(gts)):
-        if gts.category_id[g] == class_id:
-            boxes_of_image.setdefault(int(gts.image_id[g]), []).append(g)
-    npos = sum(not difficult[g] for rows in boxes_of_image.values() for g in rows)
-    rows = [d for d in range(len(dets)) if dets.category_id[d] == class_id]
-    rows.sort(key=lambda d: (-dets.scores[d], dets.image_id[d], d))
-    tp, fp = np.zeros(len(rows)), np.zeros(len(rows))
-    taken, hit_taken = set(), False
-    for k, d in enumerate(rows):
-        ovmax, jmax = -math.inf, -1
-        for g in boxes_of_image.get(int(dets.image_id[d]), []):
-            if g in taken and not taken_is_fp:
-                continue
-            ov = _iou(dets.boxes[d], gts.boxes[g])
-            if ov > ovmax or (ov == ovmax and not taken_is_fp):
-                ovmax, jmax = ov, g
-        if ovmax >= iou_threshold:
-            if difficult[jmax]:
-                continue  # neither TP nor FP
-            if jmax not in taken:
-                tp[k] = 1
-                taken.add(jmax)
-            else:
-                fp[k] = 1
-                hit_taken = True
-        else:
-            fp[k] = 1
-    counted = (tp + fp) > 0
-    tp, fp = np.cumsum(tp), np.cumsum(fp)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rec = tp / npos
-    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
-    return rec, prec, counted, npos, hit_taken
 
 
 def _check_voc_against_reference(dets, gts, iou_threshold):

@@ -71,6 +71,16 @@ def test_box_iou_matches_reference_on_random_boxes():
     np.testing.assert_allclose(pairs, expected.numpy(), rtol=0, atol=1e-12)
 
 
+def test_box_iou_batched_equals_one_image_at_a_time():
+    g = torch.Generator().manual_seed(1)
+    a = torch.stack([_random_boxes(6, g) for _ in range(3)]).float()  # [3, 6, 4]
+    b = torch.stack([_random_boxes(4, g) for _ in range(3)]).float()
+    batched = box_iou(a, b)
+    assert batched.shape == (3, 6, 4)
+    for k in range(3):
+        assert torch.equal(batched[k], box_iou(a[k], b[k]))  # bit for bit: the same ops per image
+
+
 def test_box_iou_empty_inputs():
     boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 3)
     assert box_iou(boxes[:0], boxes).shape == (0, 3)

@@ -30,6 +30,7 @@ from loclab.evaluation.detection import (
     score_detection_files,
     summary_line,
 )
+from loclab.evaluation.prediction_checks import PredictionWarning
 from loclab.ops.anchors import generate_anchors
 from loclab.report.figures import write_detector_figures
 
@@ -189,7 +190,8 @@ def test_malformed_and_empty_prediction_files(tiny_gt, tmp_path):
         score_detection_files(tiny_gt, broken)
     empty = tmp_path / "empty.json"
     empty.write_text("[]")
-    metrics = score_detection_files(tiny_gt, empty)
+    with pytest.warns(PredictionWarning, match="holds no detections"):
+        metrics = score_detection_files(tiny_gt, empty)
     assert metrics["mAP50"] == 0.0 and metrics["num_detections"] == 0 and "scale_specialisation" not in metrics
 
 
@@ -251,6 +253,8 @@ def test_evaluate_detector_run_end_to_end(shapes_root, tmp_path):
         assert key in on_disk, key
     assert on_disk["num_images"] == 6 and on_disk["run"]["numeric_path"]
     assert sorted(p.name for p in (run / "visualizations").iterdir()) == sorted(FIGURES)
+    assert (run / "per_image.npz").is_file() and on_disk["match_rule"] == "coco"
     rescored = score_detection_files(shapes_root / "detection" / "val_annotations.json", run / "predictions.json")
-    for key in ("mAP50", "AP50", "mAP50_coco", "AP50_voc07", "mAP70", "scale_specialisation", "pr_curves"):
+    for key in ("mAP50", "AP50", "mAP50_coco", "AP50_voc07", "mAP70", "scale_specialisation", "pr_curves",
+                "mAP50_ci95", "AP50_ci95", "mAP50_95", "mAP50_95_ci95", "mAP75", "AR100", "coco_stats"):
         assert rescored[key] == on_disk[key], key

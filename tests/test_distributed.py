@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from loclab.engine.checkpoint import load_checkpoint
+from loclab.engine.logs import tensorboard_wanted
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).parent / "helpers" / "ddp_toy.py"
@@ -31,5 +32,8 @@ def test_two_processes_match_one(tmp_path):
     w_ddp = load_checkpoint(tmp_path / "ddp" / "last.pth")["model"]
     for k in w_single:
         assert torch.allclose(w_single[k], w_ddp[k], atol=1e-5), k
-    # checkpoints are written once, by rank 0: no stray temp files from a second writer
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best_model.pth", "last.pth", "training_log.json"]
+    # checkpoints and logs are written once, by rank 0: no stray temp files from a second writer
+    tensorboard = ["tensorboard"] if tensorboard_wanted() else []
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == \
+        ["best_model.pth", "last.pth", "results.csv", *tensorboard, "training_log.json"]
+    assert len(list((tmp_path / "ddp").glob("tensorboard/*"))) == len(tensorboard)  # one event file

@@ -40,8 +40,10 @@ def test_perfect_predictions_score_one():
     assert metrics["normalize_by"] == "bbox"
     assert metrics["pck_rule"] == ("correct when distance / norm <= threshold; bbox norm = diagonal of the box "
                                    "around the image's ground-truth keypoints")
-    # hands 30 px apart, norm 50: a crossed guess is wrong at every threshold, so the ceiling is 4/5 + 0
+    # hands 30 px apart, norm 50: no point is within 0.2 x 50 px of both hands, so hedging cannot help and the
+    # ceiling is 4/5 + 0, as is a crossed guess
     assert metrics["ceiling"] == pytest.approx(dict.fromkeys(KEYS, 0.8))
+    assert metrics["guessed_labels"] == pytest.approx(dict.fromkeys(KEYS, 0.8))
     json.dumps(metrics)  # JSON-ready
 
 
@@ -179,6 +181,8 @@ def test_evaluate_run_writes_metrics_predictions_and_figures(tiny_data_root, tmp
     assert saved["num_images"] == 6 and saved["model"] == "heatmap" and saved["decoding"] == "subpixel"
     rescored = score_keypoint_files(tiny_data_root / "keypoints" / "val_annotations.json", run / "predictions.json")
     assert rescored["pck"] == metrics["pck"]
+    assert (run / "per_image.npz").is_file() and list(saved["pck_ci95"]) == KEYS
+    assert rescored["pck_ci95"] == saved["pck_ci95"] and rescored["pck_swap_ci95"] == saved["pck_swap_ci95"]
     for name in ("loss_curve.png", "heatmaps_across_epochs.png", "predictions.png"):
         assert (run / "visualizations" / name).stat().st_size > 0
 

@@ -11,6 +11,7 @@ SRC = Path(loclab.__file__).parent
 # rank of each top-level module/package; a module may import only from ranks <= its own
 RANKS = {
     "ops": 0, "metrics": 1, "data": 2, "models": 3, "losses": 4, "config": 4, "recipes": 4, "engine": 5, "analysis": 6,
+    "export": 6,
     "evaluation": 7, "viz": 8, "report": 9, "predict": 9, "study": 10, "bench": 10, "cli": 11,
     "__init__": 0, "__main__": 12, "errors": 0, "atomic": 0,
 }

@@ -1,4 +1,5 @@
-"""PCK: hand-computed cases, the inclusive boundary, norms, swap-aware matching and the label-ambiguity ceiling."""
+"""PCK: hand-computed cases, the inclusive boundary, norms, swap-aware matching and the label-ambiguity ceiling
+(against a brute-force search over prediction pairs)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ from loclab.metrics.pck import (
     KEYPOINT_NAMES,
     NORM_EPS,
     best_hand_assignment,
+    ceiling_correct_per_image,
     compute_pck,
     compute_pck_per_keypoint,
     compute_pck_swap_aware,
+    hedged_hand_predictions,
     keypoint_distances,
     keypoint_norms,
     pck_ambiguity_ceiling,
+    pck_guessed_hand_labels,
     pck_random_hand_labels,
     swap_hands,
 )
@@ -211,21 +215,100 @@ def test_swap_aware_undoes_crossed_labels(gt, flips):
     assert all(aware[t] >= standard[t] for t in THRESHOLDS)
 
 
+def expected_pck_coin_flip(predictions, gt, thresholds, normalize_by="bbox", hand_indices=(1, 2)):
+    """Slow reference: ``{t: Tensor[M]}``, each prediction's expected standard PCK when the ground truth's hand
+    labels are a fair coin (``predictions [M, K, 2]`` all scored against the one figure ``gt [K, 2]``)."""
+    pred = torch.as_tensor(predictions, dtype=torch.float64)
+    truths = (torch.as_tensor(gt, dtype=torch.float64)[None], swap_hands(np.asarray(gt)[None], hand_indices))
+    out = {t: torch.zeros(len(pred), dtype=torch.float64) for t in thresholds}
+    for truth in truths:
+        norm = keypoint_norms(truth, normalize_by)  # [1]
+        ratio = torch.linalg.vector_norm(pred - truth, dim=-1) / norm
+        for t in thresholds:
+            out[t] += 0.5 * (ratio <= t).double().mean(dim=1)
+    return out
+
+
+def brute_force_ceiling(gt, grid, thresholds, normalize_by="bbox", hand_indices=(1, 2)):
+    """Best expected standard PCK of one figure ``gt [K, 2]`` over every pair of hand predictions drawn from
+    ``grid [G, 2]`` (the other keypoints exactly on their ground truth): ``{t: float}``."""
+    a, b = hand_indices
+    p, q = (g.reshape(-1) for g in torch.meshgrid(torch.arange(len(grid)), torch.arange(len(grid)), indexing="ij"))
+    pred = torch.as_tensor(gt, dtype=torch.float64).repeat(p.shape[0], 1, 1)
+    grid = torch.as_tensor(grid, dtype=torch.float64)
+    pred[:, a], pred[:, b] = grid[p], grid[q]
+    expected = expected_pck_coin_flip(pred, gt, thresholds, normalize_by, hand_indices)
+    return {t: v.max().item() for t, v in expected.items()}
+
+
+CEILING_THRESHOLDS = (0.05, 0.10, 0.15, 0.20, 0.30)
+
+
+def test_ceiling_equals_brute_force_search_over_prediction_pairs():
+    # Hands on integer pixels of a 6x6 patch, candidate predictions on its half-pixel grid: the grid holds both
+    # hands and their midpoint, where the derivation puts the optimum, so the search must find the exact value.
+    rng = np.random.default_rng(5)
+    half = np.stack(np.meshgrid(np.arange(0, 5.5, 0.5), np.arange(0, 5.5, 0.5)), axis=-1).reshape(-1, 2)
+    hedged_somewhere = guessing_loses_somewhere = False
+    for _ in range(12):
+        hands = rng.integers(0, 6, (2, 2)).astype(float)
+        gt = np.array([[3.0, -4.0], hands[0], hands[1], [0.0, 10.0], [6.0, 10.0]])
+        for normalize_by in ("bbox", "torso"):
+            exact = pck_ambiguity_ceiling(gt[None], CEILING_THRESHOLDS, normalize_by)
+            assert exact == brute_force_ceiling(gt, half, CEILING_THRESHOLDS, normalize_by)
+            guessed = pck_guessed_hand_labels(gt[None], CEILING_THRESHOLDS, normalize_by)
+            assert all(guessed[t] <= exact[t] for t in CEILING_THRESHOLDS)
+            hedged_somewhere |= any(exact[t] == 1.0 and np.any(hands[0] != hands[1]) for t in exact)
+            guessing_loses_somewhere |= any(guessed[t] < exact[t] for t in exact)
+    assert hedged_somewhere and guessing_loses_somewhere  # the cases exercise both branches
+
+
+def test_ceiling_is_an_upper_bound_when_the_norm_depends_on_the_labels():
+    # Torso norm with the "pair" head / left foot: exchanging them changes the norm, so the hedge point is not the
+    # midpoint. No pair on a fine grid beats the formula, and hedged_hand_predictions reach it.
+    rng = np.random.default_rng(9)
+    pair = (0, 3)
+    for _ in range(6):
+        gt = np.array([rng.uniform(0, 8, 2), [20.0, 0.0], [0.0, 20.0], rng.uniform(0, 8, 2), [8.0, 30.0]])
+        exact = pck_ambiguity_ceiling(gt[None], CEILING_THRESHOLDS, "torso", pair)
+        grid = np.stack(np.meshgrid(np.linspace(-2, 10, 13), np.linspace(-2, 10, 13)), axis=-1).reshape(-1, 2)
+        grid = np.concatenate([grid, gt[list(pair)]])
+        searched = brute_force_ceiling(gt, grid, CEILING_THRESHOLDS, "torso", pair)
+        assert all(searched[t] <= exact[t] + 1e-12 for t in CEILING_THRESHOLDS)
+        for t in CEILING_THRESHOLDS:
+            hedged = hedged_hand_predictions(gt[None], t, "torso", pair)
+            assert expected_pck_coin_flip(hedged, gt, [t], "torso", pair)[t].item() == pytest.approx(exact[t])
+
+
 def test_ceiling_hand_computed():
-    far = GT_345.copy()  # hands (3, 0) and (0, 4): 5 apart = the whole norm
+    far = GT_345.copy()  # hands (3, 0) and (0, 4): 5 apart = the whole norm, more than 2 x 0.2 of it
     assert pck_ambiguity_ceiling(far, THRESHOLDS) == {t: pytest.approx(4 / 5) for t in THRESHOLDS}
     near = GT_345.copy()
-    near[0, 2] = near[0, 1] + [0.0, 0.5]  # 0.5 apart: crossed labels still within 0.1 of the norm
-    ceiling = pck_ambiguity_ceiling(near, THRESHOLDS)
-    assert ceiling[0.05] == pytest.approx(4 / 5) and ceiling[0.10] == pytest.approx(1.0)
+    near[0, 2] = near[0, 1] + [0.0, 0.5]  # 0.5 apart = 0.1 of the norm: the midpoint is 0.05 from both hands
+    assert pck_ambiguity_ceiling(near, THRESHOLDS) == {t: pytest.approx(1.0) for t in THRESHOLDS}
+    guessed = pck_guessed_hand_labels(near, THRESHOLDS)  # crossed labels are within 0.1 of the norm, not 0.05
+    assert guessed[0.05] == pytest.approx(4 / 5) and guessed[0.10] == pytest.approx(1.0)
+    hedged = hedged_hand_predictions(near, 0.05)
+    assert hedged[0, 1].tolist() == hedged[0, 2].tolist() == [3.0, 0.25]
+    assert torch.equal(hedged[0, [0, 3, 4]], torch.as_tensor(near[0, [0, 3, 4]]))
+    assert torch.equal(hedged_hand_predictions(far, 0.2), torch.as_tensor(far))  # nothing to hedge: the hands
 
 
-def test_ceiling_matches_random_labels_sampling():
+def test_hedging_reaches_the_ceiling_and_guessing_matches_its_sampling():
     gt = synthetic_figures(2000, seed=7)
     for normalize_by in ("bbox", "torso"):
         exact = pck_ambiguity_ceiling(gt, THRESHOLDS, normalize_by)
+        per_image = ceiling_correct_per_image(gt, THRESHOLDS, normalize_by)  # [N, T]: 4 or 5 expected correct
+        assert per_image.shape == (2000, 4) and set(per_image.unique().tolist()) <= {4.0, 5.0}
+        assert (per_image.mean(dim=0) / 5).tolist() == pytest.approx([exact[t] for t in THRESHOLDS])
+        guessed = pck_guessed_hand_labels(gt, THRESHOLDS, normalize_by)
         sampled = pck_random_hand_labels(gt, THRESHOLDS, seed=11, normalize_by=normalize_by)
         for t in THRESHOLDS:
-            assert 0.8 <= exact[t] <= 1.0
-            assert abs(exact[t] - sampled[t]) < 0.02
+            hedged = hedged_hand_predictions(gt, t, normalize_by)
+            # expected PCK over the coin flip = mean of the PCK against both label orders
+            expected = (compute_pck(hedged, gt, [t], normalize_by)[t]
+                        + compute_pck(hedged, swap_hands(gt), [t], normalize_by)[t]) / 2
+            assert expected == pytest.approx(exact[t])
+            assert 0.8 <= guessed[t] < exact[t] <= 1.0
+            assert abs(guessed[t] - sampled[t]) < 0.02
     assert pck_random_hand_labels(gt, seed=3) == pck_random_hand_labels(gt, seed=3)

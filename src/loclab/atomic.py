@@ -2,7 +2,9 @@
 
 A process killed mid-write leaves the previous file (or none), never half a file. Every file loclab writes
 goes through :func:`atomic_write_bytes`: checkpoints, JSON (annotation files, run files, predictions) and
-heatmap snapshots.
+heatmap snapshots. The live training logs are the exception, as a log must be: ``results.csv`` gets one row
+appended per epoch (and is rewritten atomically when training starts) and TensorBoard writes its own event files
+(:mod:`loclab.engine.logs`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 
 from dataclasses import replace
@@ -19,7 +21,9 @@ from dataclasses import replace
 from loclab import __version__
 from loclab.config import DetectorConfig, KeypointConfig, apply_override, apply_overrides
 from loclab.data.layouts import LAYOUTS, detect_layout
-from loclab.errors import LoclabError
+from loclab.engine.logs import TENSORBOARD_SWITCH
+from loclab.engine.lr_scaling import effective_lr, with_batch_size
+from loclab.errors import LoclabError, LoclabWarning
 from loclab.models.detector import DETECTOR_MODELS
 from loclab.models.keypoints import KEYPOINT_MODELS
 from loclab.recipes import (
@@ -37,6 +41,12 @@ from loclab.recipes import (
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="override any config field, e.g. --set train.optim.lr=1e-3 (repeatable)")
+
+
+def _add_no_tensorboard(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help=f"no TensorBoard scalars in RUN/tensorboard/ (as {TENSORBOARD_SWITCH}=0); results.csv is "
+                        "always written")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,9 +95,16 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--recipe", choices=["fast", "paper"], default="fast")
         p.add_argument("--out", type=Path, required=True, help="run directory")
         p.add_argument("--epochs", type=int, default=None)
+        p.add_argument("--batch", type=int, default=None, metavar="N",
+                       help="images per optimiser step (default: the recipe's); the learning rate follows "
+                            "--lr-scaling from the recipe's batch size")
+        p.add_argument("--lr-scaling", choices=["none", "linear", "sqrt"], default=None,
+                       help="learning rate for another batch size: none (the recipe's lr, the default), linear "
+                            "(lr x N / recipe batch) or sqrt (lr x sqrt(N / recipe batch)); warmup is kept")
         p.add_argument("--resume", action="store_true", help="continue from RUN/last.pth")
         p.add_argument("--skip-bad", action="store_true", help="skip bad annotation records with a warning")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
+        _add_no_tensorboard(p)
         _add_set(p)
 
     ev = sub.add_parser("eval", help="evaluate a run, or score any model's predictions")
@@ -97,13 +114,18 @@ def _parser() -> argparse.ArgumentParser:
     ed.add_argument("--data-root", type=Path, default=None, help="default: the run's own data root")
     eds = esub.add_parser("detections", help="score a detections file against annotations")
     eds.add_argument("--gt", type=Path, required=True)
-    eds.add_argument("--pred", type=Path, required=True)
+    eds.add_argument("--pred", "--predictions", dest="pred", type=Path, required=True,
+                     help="detections: loclab's xyxy records or COCO results (with --bbox-format xywh)")
     eds.add_argument("--bbox-format", choices=["xyxy", "xywh"], default="xyxy",
                      help="box format of the predictions (xywh = COCO results)")
+    eds.add_argument("--match", choices=["coco", "voc"], default="coco",
+                     help="matching rule of the VOC numbers: coco (pycocotools: the best free box; default) or voc "
+                          "(the VOC devkit: a detection whose best box is taken is a false positive)")
     ek = esub.add_parser("keypoints", help="evaluate a keypoint run, or score a predictions file")
     ek.add_argument("--run", type=Path, default=None)
     ek.add_argument("--gt", type=Path, default=None)
-    ek.add_argument("--pred", type=Path, default=None)
+    ek.add_argument("--pred", "--predictions", dest="pred", type=Path, default=None,
+                    help="loclab's {image_id, keypoints: [[x, y], ...]} records or COCO keypoint results")
     ek.add_argument("--normalize", default="bbox", metavar="NORM",
                     help="PCK norm: bbox (diagonal of the box around the labelled keypoints; default), torso (stick "
                          "figures), or pair:NAME_A,NAME_B (the distance between two keypoints)")
@@ -111,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     for p in (ed, eds, ek):
         p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
         p.add_argument("--quiet", action="store_true")
+        p.add_argument("--resamples", type=int, default=1000, metavar="N",
+                       help="bootstrap resamples of the images for the 95%% intervals (default 1000; 0: none)")
 
     ab = sub.add_parser("ablate", help="ablation grids")
     ab.add_argument("what", choices=["anchors", "keypoints"])
@@ -119,12 +143,15 @@ def _parser() -> argparse.ArgumentParser:
     ab.add_argument("--preset", choices=PRESETS, default="quick")
     ab.add_argument("--epochs", type=int, default=None)
     ab.add_argument("--workers", type=int, default=None, help="trials in parallel (default: from the preset)")
+    ab.add_argument("--seeds", type=int, default=None, metavar="N",
+                    help="train every trial with N seeds (the configured seed + 0 .. N-1; default: from the preset)")
     ab.add_argument("--engine", choices=["local", "ray"], default="local",
                     help="run trials in local processes, or on Ray Tune (needs loclab[ray]; --workers unused)")
     ab.add_argument("--ray-address", default=None,
                     help="Ray cluster to join, e.g. auto (default: start a local Ray instance)")
     ab.add_argument("--ray-cpus-per-trial", type=int, default=1, metavar="N",
                     help="CPUs Ray reserves for each trial, also its torch threads (default 1)")
+    _add_no_tensorboard(ab)
     ab.add_argument("--reuse", type=Path, nargs="+", default=[], metavar="RUN",
                     help="finished runs that stand in for trials of the same config and data (not retrained)")
     _add_set(ab)
@@ -136,16 +163,27 @@ def _parser() -> argparse.ArgumentParser:
                      help="the course data (generated there when missing or empty), or your own dataset (COCO, "
                           "Pascal VOC, YOLO, DeepLabCut): only the stages of the tasks it holds run")
     run.add_argument("--force", action="store_true", help="re-run stages even if their results exist")
+    run.add_argument("--seeds", type=int, default=None, metavar="N",
+                     help="train every ablation trial with N seeds (same as --set ablation.seeds=N)")
+    _add_no_tensorboard(run)
     _add_set(run)
 
     rep = sub.add_parser("report", help="rebuild report.md / report.html from a study directory")
     rep.add_argument("dir", type=Path)
 
+    cmp = sub.add_parser("compare", help="runs and studies side by side: differing config, metrics, training time")
+    cmp.add_argument("paths", type=Path, nargs="+", metavar="RUN_OR_STUDY",
+                     help="run directories (loclab train), studies (loclab run) or ablation grids (loclab ablate)")
+    shape = cmp.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    shape.add_argument("--md", action="store_true", help="print the comparison as a Markdown table")
+
     pr = sub.add_parser("predict", help="run a trained model on your own images")
     psub = pr.add_subparsers(dest="task", required=True)
     for name in ("detector", "keypoints"):
         p = psub.add_parser(name)
-        p.add_argument("--weights", type=Path, required=True)
+        p.add_argument("--weights", type=Path, required=True,
+                       help="a checkpoint (RUN/best_model.pth), or an ONNX / TorchScript file from `loclab export`")
         p.add_argument("images", type=Path, nargs="+")
         p.add_argument("--out", type=Path, default=Path("predictions"))
         if name == "detector":
@@ -156,6 +194,19 @@ def _parser() -> argparse.ArgumentParser:
                                 "instance)")
             p.add_argument("--box-threshold", type=float, default=0.5,
                            help="use detections with at least this score (default 0.5)")
+
+    ex = sub.add_parser("export", help="write a trained model as an ONNX or TorchScript file")
+    ex.add_argument("--weights", type=Path, required=True, help="a checkpoint, e.g. RUN/best_model.pth")
+    ex.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    ex.add_argument("--out", type=Path, default=None,
+                    help="file to write (default: beside the weights, RUN/best_model.onnx or .torchscript.pt)")
+    ex.add_argument("--raw", action="store_true",
+                    help="return the model's own outputs (detector head outputs, heatmaps or normalised "
+                         "coordinates) instead of boxes after NMS or decoded keypoints")
+    batch = ex.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=None, metavar="N",
+                       help="ONNX: the graph's fixed batch size (default 1)")
+    batch.add_argument("--dynamic-batch", action="store_true", help="ONNX: any batch size at run time")
 
     anc = sub.add_parser("anchors", help="how well the anchors fit a dataset's boxes; fit new ones")
     anc.add_argument("--data-root", type=Path, required=True)
@@ -169,6 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="fewer repetitions")
     bench.add_argument("--no-compile", action="store_true",
                        help="skip the torch.compile column (it compiles 8 graphs, a few minutes on a small CPU)")
+    bench.add_argument("--device", default="auto", metavar="DEVICE",
+                       help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N")
+    bench.add_argument("--batch", type=int, default=None, metavar="N",
+                       help="detector images per timed step, keypoint workloads 2N (default 16 on a CPU, 128 on "
+                            "a GPU)")
     return parser
 
 
@@ -184,7 +240,15 @@ def _detector_config(args, layout: str) -> DetectorConfig:
     if args.epochs:
         cfg = apply_override(cfg, f"train.epochs={args.epochs}")
         cfg = apply_override(cfg, "train.steps=0")
-    return apply_overrides(cfg, args.overrides)
+    cfg = replace(cfg, train=with_batch_size(cfg.train, args.batch, args.lr_scaling))
+    return _checked(apply_overrides(cfg, args.overrides))
+
+
+def _checked(cfg):
+    """``cfg`` once its learning rate resolves (:func:`effective_lr`): a bad batch-size rule fails before any data
+    is read."""
+    effective_lr(cfg.train)
+    return cfg
 
 
 def _input_size(text: str) -> tuple[int, int]:
@@ -221,12 +285,15 @@ def _keypoint_config(args, layout: str = "reference") -> KeypointConfig:
     if args.epochs:
         cfg = apply_override(cfg, f"train.epochs={args.epochs}")
         cfg = apply_override(cfg, "train.steps=0")
-    return apply_overrides(cfg, args.overrides)
+    cfg = replace(cfg, train=with_batch_size(cfg.train, args.batch, args.lr_scaling))
+    return _checked(apply_overrides(cfg, args.overrides))
 
 
 def _print_metrics(metrics: dict, as_json: bool, summary: str) -> None:
-    if as_json:
-        print(json.dumps(metrics, indent=1))
+    from loclab.report.printing import clean_floats
+
+    if as_json:  # metrics.json keeps full precision; what is printed drops float noise (0.8590000000000001)
+        print(json.dumps(clean_floats(metrics), indent=1))
     else:
         print(summary)
 
@@ -264,13 +331,15 @@ def cmd_eval(args) -> None:
         from loclab.evaluation.detection import evaluate_detector_run, summary_line
         from loclab.report.figures import write_detector_figures
 
-        metrics = evaluate_detector_run(args.run, data_root=args.data_root, progress=not args.quiet)
+        metrics = evaluate_detector_run(args.run, data_root=args.data_root, progress=not args.quiet,
+                                        resamples=args.resamples)
         write_detector_figures(args.run, data_root=args.data_root)
         _print_metrics(metrics, args.json, summary_line(metrics) + f"\nwrote {args.run / 'metrics.json'}")
     elif args.what == "detections":
         from loclab.evaluation.detection import score_detection_files, summary_line
 
-        metrics = score_detection_files(args.gt, args.pred, bbox_format=args.bbox_format)
+        metrics = score_detection_files(args.gt, args.pred, bbox_format=args.bbox_format, match_rule=args.match,
+                                        resamples=args.resamples)
         _print_metrics(metrics, args.json, summary_line(metrics))
     else:
         from loclab.evaluation.keypoints import evaluate_keypoint_run, score_keypoint_files, summary_line
@@ -278,10 +347,11 @@ def cmd_eval(args) -> None:
         if args.run is not None:
             from loclab.report.figures import write_keypoint_run_figures
 
-            metrics = evaluate_keypoint_run(args.run, data_root=args.data_root, normalize_by=args.normalize)
+            metrics = evaluate_keypoint_run(args.run, data_root=args.data_root, normalize_by=args.normalize,
+                                            resamples=args.resamples)
             write_keypoint_run_figures(args.run, data_root=args.data_root)
         elif args.gt is not None and args.pred is not None:
-            metrics = score_keypoint_files(args.gt, args.pred, normalize_by=args.normalize)
+            metrics = score_keypoint_files(args.gt, args.pred, normalize_by=args.normalize, resamples=args.resamples)
         else:
             raise UsageError("eval keypoints needs --run RUN, or both --gt ANNOTATIONS.json and --pred PREDICTIONS.json")
         _print_metrics(metrics, args.json, summary_line(metrics))
@@ -296,7 +366,8 @@ def cmd_ablate(args) -> None:
 def cmd_run(args) -> None:
     from loclab.study import run_study
 
-    report = run_study(args.preset, args.out, data_root=args.data_root, overrides=args.overrides, force=args.force)
+    overrides = args.overrides + ([f"ablation.seeds={args.seeds}"] if args.seeds is not None else [])
+    report = run_study(args.preset, args.out, data_root=args.data_root, overrides=overrides, force=args.force)
     print(f"report: {report.with_suffix('.html')} (self-contained)\n        {report}")
 
 
@@ -315,6 +386,24 @@ def cmd_predict(args) -> None:
     else:
         out = predict.predict_keypoint_files(args.weights, args.images, args.out, boxes=args.boxes,
                                              box_threshold=args.box_threshold)
+    print(f"wrote {out}")
+
+
+def cmd_compare(args) -> None:
+    from loclab.report import compare
+
+    comparison = compare.compare_runs(args.paths)
+    if args.json:
+        print(json.dumps(compare.as_json(comparison), indent=1))
+    else:
+        print(compare.render_markdown(comparison) if args.md else compare.render_text(comparison))
+
+
+def cmd_export(args) -> None:
+    from loclab.export.files import export_weights
+
+    out = export_weights(args.weights, args.format, args.out, outputs="raw" if args.raw else "decoded",
+                         batch=args.batch, dynamic_batch=args.dynamic_batch)
     print(f"wrote {out}")
 
 
@@ -346,7 +435,8 @@ def cmd_anchors(args) -> None:
 def cmd_bench(args) -> None:
     from loclab.bench import run_bench
 
-    run_bench(as_json=args.json, quick=args.quick, with_compile=not args.no_compile)
+    run_bench(as_json=args.json, quick=args.quick, with_compile=not args.no_compile, device=args.device,
+              batch=args.batch)
 
 
 class UsageError(LoclabError, ValueError):
@@ -354,11 +444,23 @@ class UsageError(LoclabError, ValueError):
 
 
 COMMANDS = {"generate": cmd_generate, "train": cmd_train, "eval": cmd_eval, "ablate": cmd_ablate, "run": cmd_run,
-            "report": cmd_report, "predict": cmd_predict, "anchors": cmd_anchors, "bench": cmd_bench}
+            "report": cmd_report, "predict": cmd_predict, "anchors": cmd_anchors, "bench": cmd_bench,
+            "compare": cmd_compare, "export": cmd_export}
 
 
 # What a user can fix: loclab's own errors, and files that are missing, in the way or not accessible.
 USER_ERRORS = (LoclabError, FileNotFoundError, FileExistsError, PermissionError)
+
+
+def _warning_printer(fallback):
+    """A ``warnings.showwarning``: loclab's warnings as one ``loclab: warning: ...`` line on stderr, every other
+    warning through ``fallback``."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, LoclabWarning):
+            print(f"loclab: warning: {message}", file=sys.stderr)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,8 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     from loclab.engine import distributed
 
     distributed.init_from_env()
+    if getattr(args, "no_tensorboard", False):
+        os.environ[TENSORBOARD_SWITCH] = "0"  # inherited by the processes that train ablation trials
     try:
-        COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", LoclabWarning)
+            warnings.showwarning = _warning_printer(warnings.showwarning)
+            COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("\ninterrupted. Finished epochs are saved; re-run the same command (with --resume for "
               "`loclab train`) to continue.", file=sys.stderr)

@@ -72,6 +72,11 @@ class TrainConfig:
     # suits datasets of any size; 0: train for ``epochs``.
     steps: int = 0
     batch_size: int = 16
+    # The learning rate for another batch size (loclab.engine.lr_scaling): "linear" multiplies optim.lr by
+    # batch_size / reference_batch, "sqrt" by its square root, "none" keeps optim.lr. reference_batch is the
+    # batch size optim.lr was tuned for (0: none named; `loclab train --batch N` sets it to the recipe's).
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    reference_batch: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # "auto": bf16 autocast + channels_last on CPUs with BF16, CUDA AMP on GPUs, fp32 elsewhere.
@@ -81,12 +86,18 @@ class TrainConfig:
     # > 0: after every epoch, BatchNorm statistics are recomputed over this many training batches
     # (engine.train.recompute_batchnorm_statistics); 0 keeps BatchNorm's running averages.
     precise_bn_batches: int = 0
+    # > 0: validate and save a moving average of the weights with this decay (loclab.engine.ema); 0: the weights
+    ema: float = 0.0
     grad_clip: float = 10.0
     seed: int = 0
     num_threads: int = 0  # 0: leave torch's default (one thread per core)
     # torch.compile the training forward/backward: fuses BatchNorm/ReLU/elementwise work, at a one-off
     # compile cost (about 30 s for the detector on 2 CPU cores), so it pays off on long runs only.
     compile: bool = False
+    # Detection: hold the decoded training and validation images and their padded boxes on the training device
+    # and gather batches there (loclab.data.device_data): "auto" does so on a GPU, "on" on any device (the
+    # CPU too, which is how it is tested), "off" never. Datasets streamed from disk (over 2 GB decoded) cannot.
+    device_data: Literal["auto", "on", "off"] = "auto"
 
 
 REFERENCE_ANCHOR_SIZES = ((16.0, 24.0, 32.0), (48.0, 64.0, 96.0), (96.0, 128.0, 192.0))
@@ -241,6 +252,13 @@ class AblationConfig:
     detector_epochs: int = 6
     keypoint_epochs: int = 10
     workers: int = 1
+    # every trial trains once per seed: train.seed + 0, 1, ..., seeds - 1 (loclab.analysis.ablation.seeded_trials)
+    seeds: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"ablation.seeds must be a whole number >= 1 (training seeds per trial), "
+                              f"got {self.seeds!r}")
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,10 @@ too); any other exception is a bug in loclab or in a caller and keeps its traceb
 The task-specific errors live beside the code that raises them and derive from :class:`LoclabError`:
 ``loclab.data.errors.DataError`` (bad input data), ``loclab.engine.checkpoint.CheckpointError``,
 ``loclab.engine.rundir.RunDirError``, ``loclab.engine.train.NonFiniteLossError``,
-``loclab.study.ray_grid.RayMissingError`` and ``loclab.cli.UsageError``. :class:`ConfigError` is here, at the
-bottom of the layers, because config values are checked in every layer (models, datasets, engine).
+``loclab.study.ray_grid.RayMissingError``, ``loclab.export.dependencies.ExportDependencyError``,
+``loclab.report.compare.NotARunError`` and ``loclab.cli.UsageError``.
+:class:`ConfigError` is here, at the bottom of the layers, because config values are checked in every layer
+(models, datasets, engine).
 """
 
 from __future__ import annotations
@@ -20,3 +22,9 @@ class LoclabError(Exception):
 
 class ConfigError(LoclabError, ValueError):
     """A config value, override, recipe, preset or model name that loclab cannot use."""
+
+
+class LoclabWarning(UserWarning):
+    """Input loclab can use but that is probably not what was meant (an empty prediction file, coordinates that look
+    normalised to [0, 1]); the message says what to check. The command line prints it as one ``loclab: warning:``
+    line on stderr and carries on."""

@@ -7,39 +7,41 @@ refer to the user's image as it is displayed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from torch import Tensor
 
+from loclab.config import DetectorConfig, KeypointConfig
 from loclab.data.crops import instance_transform, to_chw, warp_image
 from loclab.data.datasets import LETTERBOX_FILL
 from loclab.data.errors import DataError, RecordError
-from loclab.data.figures import KEYPOINT_NAMES as STICK_FIGURE_NAMES
 from loclab.data.formats import finite_numbers, is_finite_number, read_json_object, require_list
 from loclab.data.images import load_pixels
 from loclab.data.letterbox_image import letterbox_image
-from loclab.data.shapes import CATEGORIES
-from loclab.engine.detection import detections_to_image, load_detector, predict_images
-from loclab.engine.keypoints import load_keypoint_model, predict_keypoints
+from loclab.engine.detection import class_names, detections_to_image, load_detector, predict_images
+from loclab.engine.keypoints import keypoint_names, load_keypoint_model, predict_keypoints, to_image_pixels
 from loclab.engine.rundir import write_json
+from loclab.export.runtime import is_exported_file, load_exported
 from loclab.ops.letterbox import letterbox_params
+from loclab.ops.postprocess import ImageDetections
 
 COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#999999")
-REFERENCE_CLASS_NAMES = tuple(c["name"] for c in CATEGORIES)
 
 
 def predict_detector_files(weights: Path, image_paths: list[Path], out: Path, threshold: float | None = None) -> Path:
     """Detect objects in each image; writes ``out/<name>_detections.png`` and ``out/detections.json``.
 
     Each image is letterboxed to the model input as in training, and the boxes are mapped back to the image's
-    own pixels (EXIF orientation applied, as the image is displayed).
+    own pixels (EXIF orientation applied, as the image is displayed). ``weights`` is a loclab checkpoint or a file
+    ``loclab export`` wrote (ONNX or TorchScript), which runs on the same letterboxed pixels.
     """
-    model, cfg = load_detector(weights)
+    cfg, detect = _detector(weights)
     threshold = cfg.display_threshold if threshold is None else threshold
-    names = dict(enumerate(cfg.class_names or REFERENCE_CLASS_NAMES[: cfg.num_classes]))
-    names.update({i: str(i) for i in range(cfg.num_classes) if i not in names})
+    names = class_names(cfg)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for path in image_paths:
@@ -47,8 +49,7 @@ def predict_detector_files(weights: Path, image_paths: list[Path], out: Path, th
         height, width = pixels.shape[:2]
         letterbox = letterbox_params(width, height, cfg.image_size)
         boxed = torch.from_numpy(np.ascontiguousarray(letterbox_image(pixels, cfg.image_size, fill=LETTERBOX_FILL)))
-        det = detections_to_image(predict_images(model, cfg, boxed.permute(2, 0, 1)[None], score_threshold=threshold),
-                                  [letterbox])[0]
+        det = detections_to_image(detect(boxed.permute(2, 0, 1)[None], threshold), [letterbox])[0]
         img = Image.fromarray(pixels)
         draw = ImageDraw.Draw(img)
         items = []
@@ -75,10 +76,11 @@ def predict_keypoint_files(weights: Path, image_paths: list[Path], out: Path, *,
     "detections": [{"bbox": [x1, y1, x2, y2], "score", ...}]}]}``, original pixels), every detection scoring at
     least ``box_threshold`` is one instance: detector, then pose. Images are read as the checkpoint's model was
     trained (grayscale or RGB, EXIF orientation applied), and keypoints are mapped back through each crop to the
-    image's own pixels. Keypoint names come from the checkpoint's config.
+    image's own pixels. Keypoint names come from the checkpoint's config. ``weights`` may also be a file
+    ``loclab export`` wrote (ONNX or TorchScript), which runs on the same crops.
     """
-    model, cfg = load_keypoint_model(weights)
-    names = _keypoint_names(cfg)
+    cfg, locate = _keypoint_model(weights)
+    names = keypoint_names(cfg)
     chosen = read_detection_boxes(boxes, image_paths, box_threshold) if boxes is not None else None
     out.mkdir(parents=True, exist_ok=True)
     records = []
@@ -91,7 +93,7 @@ def predict_keypoint_files(weights: Path, image_paths: list[Path], out: Path, *,
             transforms = torch.stack([instance_transform(box, width, height, cfg.input_size, cfg.box_padding)
                                       for box, _ in instances])
             crops = torch.stack([to_chw(warp_image(pixels, m, cfg.input_size)) for m in transforms])
-            keypoints = predict_keypoints(model, cfg, crops, transforms=transforms)
+            keypoints = to_image_pixels(locate(crops), transforms)
         img = Image.fromarray(pixels).convert("RGB")
         _draw_instances(img, instances, keypoints, with_boxes=chosen is not None)
         img.save(out / f"{Path(path).stem}_keypoints.png")
@@ -109,13 +111,24 @@ def predict_keypoint_files(weights: Path, image_paths: list[Path], out: Path, *,
     return out / "keypoints.json"
 
 
-def _keypoint_names(cfg) -> tuple[str, ...]:
-    if cfg.keypoint_names:
-        return cfg.keypoint_names
-    # Checkpoints from before the config stored names were all trained on the stick figures.
-    if cfg.num_keypoints == len(STICK_FIGURE_NAMES):
-        return STICK_FIGURE_NAMES
-    return tuple(f"kp{k}" for k in range(cfg.num_keypoints))
+def _detector(weights: Path) -> tuple[DetectorConfig, Callable[[Tensor, float], list[ImageDetections]]]:
+    """The config and ``detect(uint8 [B, 3, S, S], score_threshold)`` (detections in model-input pixels) of a
+    checkpoint or an exported file."""
+    if is_exported_file(weights):
+        exported = load_exported(weights, task="detector")
+        return exported.config, lambda images, threshold: exported.detect(images, score_threshold=threshold)
+    model, cfg = load_detector(weights)
+    return cfg, lambda images, threshold: predict_images(model, cfg, images, score_threshold=threshold)
+
+
+def _keypoint_model(weights: Path) -> tuple[KeypointConfig, Callable[[Tensor], Tensor]]:
+    """The config and ``locate(uint8 crops [B, C, H, W]) -> keypoints [B, K, 2]`` (input pixels) of a checkpoint
+    or an exported file."""
+    if is_exported_file(weights):
+        exported = load_exported(weights, task="keypoints")
+        return exported.config, exported.keypoints
+    model, cfg = load_keypoint_model(weights)
+    return cfg, lambda crops: predict_keypoints(model, cfg, crops)
 
 
 def _draw_instances(img: Image.Image, instances: list, keypoints: torch.Tensor, *, with_boxes: bool) -> None:

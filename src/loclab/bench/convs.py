@@ -49,10 +49,12 @@ def _conv_inputs(model: nn.Module, images: torch.Tensor) -> list[tuple[str, nn.C
 
 
 def conv_timings(model: nn.Module, images: torch.Tensor, numeric: NumericPath, repeats: int = 3) -> list[ConvTiming]:
-    """Time every convolution of ``model`` alone, at its shapes for ``images``, on ``numeric``."""
+    """Time every convolution of ``model`` alone, at its shapes for ``images``, on ``numeric`` (its device too:
+    the shapes are found by one forward pass of ``model`` and ``images`` moved there)."""
     dtype = numeric.autocast_dtype or torch.float32
     fmt = torch.channels_last if numeric.channels_last else torch.contiguous_format
-    model = model.eval()
+    model = model.to(numeric.device).eval()
+    images = images.to(numeric.device)
     first = True
     out = []
     for name, conv, shape in _conv_inputs(model, images):

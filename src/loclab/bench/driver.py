@@ -1,7 +1,9 @@
 """``loclab bench``: every speed figure measured side by side in one run, never claimed.
 
 Every ratio compares paths timed in the same process on the same inputs (see
-:mod:`loclab.bench.workloads` for the variants fp32 eager / default / compiled).
+:mod:`loclab.bench.workloads` for the variants fp32 eager / default / compiled). Everything runs on one
+device, ``--device`` (CUDA when available); on a GPU the batches are larger (:func:`default_batch`) and the
+table adds each training workload's achieved FLOP rate against the bf16 matmul rate measured in the run.
 """
 
 from __future__ import annotations
@@ -16,36 +18,76 @@ from loclab.bench.ap import ap_speed
 from loclab.bench.convs import ConvTiming
 from loclab.bench.timing import matmul_peak
 from loclab.bench.workloads import DetectorBench, generation_speed, keypoint_workloads, measure, variants
+from loclab.engine.precision import pick_device
 from loclab.engine.rundir import machine_description
+from loclab.errors import ConfigError
+
+# Detector images per timed batch (keypoint workloads take twice as many): the CPU bench's batch, the
+# training recipes' 16, and on a GPU a batch large enough to keep these small models' kernels busy.
+CPU_BATCH = 16
+GPU_BATCH = 128
 
 
-def run_bench(as_json: bool = False, quick: bool = False, with_compile: bool = True) -> dict[str, Any]:
-    """Run every measurement and print a table (or JSON); returns the results."""
+def default_batch(device: torch.device) -> int:
+    return GPU_BATCH if device.type == "cuda" else CPU_BATCH
+
+
+def bench_device(requested: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else the CPU; ``cpu`` / ``cuda`` / ``cuda:N`` as asked (CUDA must exist)."""
+    try:
+        device = pick_device(requested)
+    except RuntimeError:  # torch's message for a string that names no device
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"loclab bench runs on cpu or cuda, not {requested!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {requested}: this torch build sees no CUDA device; use --device cpu")
+    return device
+
+
+def run_bench(as_json: bool = False, quick: bool = False, with_compile: bool = True, device: str = "auto",
+              batch: int | None = None) -> dict[str, Any]:
+    """Run every measurement on ``device`` and print a table (or JSON); returns the results.
+
+    ``batch``: detector images per timed step (keypoint workloads take twice as many); default
+    :func:`default_batch` (16 on a CPU, 128 on a GPU).
+    """
+    dev = bench_device(device)
+    batch = batch or default_batch(dev)
+    if batch < 2:
+        raise ConfigError(f"bench batch must be at least 2 (BatchNorm needs two images), got {batch}")
     repeats = 3 if quick else 6
-    vs = variants(with_compile)
+    vs = variants(with_compile, dev)
     default = next(v.numeric for v in vs if v.label == "default")
-    reference = DetectorBench.build("reference", 16, default.device)
-    workloads = reference.workloads() + DetectorBench.build("loclab", 16, default.device).workloads()
+    reference = DetectorBench.build("reference", batch, dev)
+    workloads = reference.workloads() + DetectorBench.build("loclab", batch, dev).workloads()
     for name in ("heatmap", "regression"):
-        workloads += keypoint_workloads(name, 32)
+        workloads += keypoint_workloads(name, 2 * batch, dev)
     # compile times are measured cold: inductor's on-disk caches would hide them on a second run
     with torch._inductor.config.patch(force_disable_caches=True):
         rows = measure(workloads, vs, repeats)
-        step = reference.analyse(vs, repeats)
+        # counted after the timings: measure() times the plain variants before anything else has run
+        flops = {w.name: w.flops() for w in workloads if w.flops is not None}  # FLOPs per call
+        step = reference.analyse(vs, repeats, flops=flops[workloads[0].name])
     low = step["peak_dtype"]
-    peak_low, size_low = matmul_peak(low)
-    peak_fp32, size_fp32 = matmul_peak(torch.float32)
+    peak_low, size_low = matmul_peak(low, device=dev)
+    peak_fp32, size_fp32 = matmul_peak(torch.float32, device=dev)
     # the peak: the best matmul rate this run saw, standalone or between the step's timings
     peak = max(peak_low, *(step[f"rate_{k}"]["peak_flops"] for k in ("unfused", "default", "compiled")
                            if f"rate_{k}" in step))
+    for w, row in zip(workloads, rows):
+        if w.name in flops:
+            _add_flop_rates(row, flops[w.name], w.n_images, vs, peak)
     flops = step["train_step_flops"]
     default_step = step["breakdown_default"]
-    step_seconds = 16 / rows[0]["default_img_s"]
+    step_seconds = batch / rows[0]["default_img_s"]
     ap = ap_speed(repeats)
     result: dict[str, Any] = {
         "machine": machine_description(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": str(dev),
+        "batch": batch,
         "default_path": default.name,
         "rows": rows,
         "detector_train_speedup": rows[0]["speedup"],
@@ -76,6 +118,15 @@ def run_bench(as_json: bool = False, quick: bool = False, with_compile: bool = T
     return result
 
 
+def _add_flop_rates(row: dict[str, Any], flops: int, n_images: int, vs, peak: float) -> None:
+    """A training row's FLOPs per image and, per variant, achieved FLOP/s and its fraction of ``peak``."""
+    row["train_flops_per_image"] = flops / n_images
+    for v in vs:
+        rate = row[f"{v.label}_img_s"] * flops / n_images
+        row[f"{v.label}_flop_s"] = rate
+        row[f"{v.label}_peak_fraction"] = rate / peak
+
+
 def _conv_row(c: ConvTiming) -> dict[str, Any]:
     def rate(seconds: float | None) -> float | None:
         return None if seconds is None else c.flops / seconds
@@ -104,6 +155,8 @@ def print_table(r: dict[str, Any]) -> None:
         print(line)
     peak = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s (n={r['matmul_peak_size'][k]})" for k, v in r["matmul_peak_flops"].items())
     print(f"\nmatmul, best square size standalone: {peak}; best seen in the run: {r['peak_flops'] / 1e9:.0f} GFLOP/s")
+    if r.get("device", "cpu").startswith("cuda"):
+        _print_flop_rates(r)
     print(f"detector[reference] train step: {r['detector_train_flops_per_step'] / 1e9:.1f} GFLOP, "
           f"{r['detector_train_achieved_flops'] / 1e9:.0f} GFLOP/s = {100 * r['detector_train_peak_fraction']:.0f} % "
           f"of the peak; unfused BatchNorm+ReLU {100 * r['detector_train_peak_fraction_unfused']:.0f} %"
@@ -121,6 +174,17 @@ def print_table(r: dict[str, Any]) -> None:
           f"{e['pycocotools_ap50']:.6f}")
     g = r["generation"]
     print(f"data generation: shapes {g['shapes_img_s']:.0f} img/s, figures {g['figures_img_s']:.0f} img/s")
+
+
+def _print_flop_rates(r: dict[str, Any]) -> None:
+    """Achieved FLOP/s of every training workload, fp32 eager and the default path, against the peak."""
+    peak = r["peak_flops"]
+    print(f"training steps, achieved FLOP/s (TFLOP/s and % of the {peak / 1e12:.0f} TFLOP/s matmul peak):")
+    for row in r["rows"]:
+        if "train_flops_per_image" in row:
+            print(f"  {row['name']:32s} {row['train_flops_per_image'] / 1e9:6.1f} GFLOP/image   fp32 eager "
+                  f"{row['fp32_eager_flop_s'] / 1e12:7.1f} ({100 * row['fp32_eager_peak_fraction']:4.1f} %)   "
+                  f"default {row['default_flop_s'] / 1e12:7.1f} ({100 * row['default_peak_fraction']:4.1f} %)")
 
 
 def _print_convs(r: dict[str, Any]) -> None:

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from loclab.engine.precision import resolve_numeric_path
+from loclab.engine.precision import pick_device
 
 
 def synchronize() -> None:
+    """Wait for queued GPU work (a no-op without CUDA): a wall-clock timing must include it."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
@@ -35,8 +36,7 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int = 2) -> float:
     return float(np.median(times))
 
 
-def _square_operands(dtype: torch.dtype, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    device = resolve_numeric_path().device
+def _square_operands(dtype: torch.dtype, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return (torch.randn(size, size, device=device).to(dtype), torch.randn(size, size, device=device).to(dtype))
 
 
@@ -56,30 +56,38 @@ def _best_matmul_rate(operands: dict[int, tuple[torch.Tensor, torch.Tensor]], ca
     return best, best_size
 
 
-def _default_sizes() -> tuple[int, ...]:
-    cuda = resolve_numeric_path().device.type == "cuda"
-    return (1024, 2048, 4096, 8192) if cuda else (1024, 2048, 4096)
+def matmul_sizes(device: torch.device) -> tuple[int, ...]:
+    """Square matmul sizes the peak is taken over: a GPU needs large ones to fill its SMs (a 1024-square
+    bf16 matmul is a few microseconds on a data-centre GPU, mostly launch cost)."""
+    return (1024, 2048, 4096, 8192) if device.type == "cuda" else (1024, 2048, 4096)
 
 
-def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] | None = None, calls: int = 10) -> tuple[float, int]:
-    """The best FLOP/s of square matmuls in ``dtype`` over ``sizes``, and the size that reached it.
+def matmul_peak(dtype: torch.dtype, sizes: tuple[int, ...] | None = None, calls: int = 10,
+                device: torch.device | None = None) -> tuple[float, int]:
+    """The best FLOP/s of square matmuls in ``dtype`` on ``device`` (default: CUDA when available) over
+    ``sizes`` (default :func:`matmul_sizes`), and the size that reached it.
 
     The best over several sizes and calls, not one, so "fraction of peak" is measured against the
     highest rate this machine actually delivers (on the 2-core test CPU 1024 beats 2048 by about 7 %).
     """
-    operands = {size: _square_operands(dtype, size) for size in sizes or _default_sizes()}
+    device = device or pick_device()
+    operands = {size: _square_operands(dtype, size, device) for size in sizes or matmul_sizes(device)}
     return _best_matmul_rate(operands, calls)
 
 
-def step_and_peak(step: Callable[[], None], flops: float, dtype: torch.dtype, rounds: int = 5) -> dict[str, float]:
-    """FLOP/s of ``step`` (median over rounds) and the best matmul FLOP/s seen between its timings.
+def step_and_peak(step: Callable[[], None], flops: float, dtype: torch.dtype, rounds: int = 5,
+                  device: torch.device | None = None) -> dict[str, float]:
+    """FLOP/s of ``step`` (median over rounds) and the best matmul FLOP/s on ``device`` seen between its timings.
 
     On the 2-core test machine the step's FLOP rate is steady (within 3 % over six runs) while the same
     bf16 matmuls measure anywhere from 800 to 910 GFLOP/s from one minute to the next, so a peak
     taken once, at another time, would move the fraction by 10 %. Each round times two steps, then
     the matmuls; the peak is the best rate of any round, i.e. what the machine delivered at its best.
+    The matmuls are 1024- and 2048-square on a CPU (its fastest sizes), 4096 and 8192 on a GPU.
     """
-    operands = {size: _square_operands(dtype, size) for size in (1024, 2048)}
+    device = device or pick_device()
+    sizes = (4096, 8192) if device.type == "cuda" else (1024, 2048)
+    operands = {size: _square_operands(dtype, size, device) for size in sizes}
     step()
     rates, peaks = [], []
     for _ in range(rounds):
@@ -119,16 +127,17 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def step_breakdown(run: Callable[[], None], steps: int = 3) -> dict[str, float]:
+def step_breakdown(run: Callable[[], None], steps: int = 3, device: torch.device | None = None) -> dict[str, float]:
     """Seconds per step spent in convolutions, in BatchNorm/ReLU, in the optimiser, and in everything else.
 
     Measured with torch's profiler over ``steps`` calls of ``run`` (one training step each): the
-    self time of each op, grouped by kind. On a GPU the device time is used. Compiled graphs fuse
-    BatchNorm/ReLU into generated kernels, which then count as "other".
+    self time of each op, grouped by kind. On a GPU (``device``, default: CUDA when available) the
+    device time is used. Compiled graphs fuse BatchNorm/ReLU into generated kernels, which then count
+    as "other".
     """
     run()
     synchronize()
-    cuda = torch.cuda.is_available()
+    cuda = (device or pick_device()).type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     t0 = time.perf_counter()
     with _quiet_native_stderr(), profile(activities=activities) as prof:

@@ -16,6 +16,10 @@ A *variant* is one way to run the same model on the same batch:
 The allocator policy is process-wide and cannot be fully undone, so :func:`measure` times every
 workload's plain variant first, before any other variant has touched it; the other variants are
 timed interleaved.
+
+**One device for everything.** The bench runs on one device (``loclab bench --device``, CUDA when available):
+every variant's numeric path, every model, batch and loss, the FLOP count and the matmul peak are placed on
+it explicitly, never by a default that another piece could resolve differently.
 """
 
 from __future__ import annotations
@@ -53,8 +57,9 @@ class Variant:
     fused_bn: bool = True
 
 
-def variants(with_compile: bool) -> list[Variant]:
-    default = resolve_numeric_path("auto")
+def variants(with_compile: bool, device: torch.device | None = None) -> list[Variant]:
+    """The variants on ``device`` (default: CUDA when available, else the CPU)."""
+    default = resolve_numeric_path("auto", device)
     fp32 = resolve_numeric_path("fp32", default.device)
     out = [Variant("fp32_eager", fp32, False, False), Variant("fp32_retained", fp32, False, True),
            Variant("unfused", default, True, True, fused_bn=False), Variant("default", default, True, True)]
@@ -65,11 +70,16 @@ def variants(with_compile: bool) -> list[Variant]:
 
 @dataclass(frozen=True)
 class Workload:
-    """A named timed call: ``make(variant)`` builds the model and returns one step (or forward)."""
+    """A named timed call: ``make(variant)`` builds the model and returns one step (or forward).
+
+    ``flops``, for a training step: counts the FLOPs of one call (forward + backward, see
+    :func:`count_train_flops`), so the bench can state the step's achieved FLOP rate.
+    """
 
     name: str
     make: Callable[[Variant], Callable[[], None]]
     n_images: int
+    flops: Callable[[], int] | None = None
 
 
 def measure(workloads: list[Workload], vs: list[Variant], repeats: int) -> list[dict[str, Any]]:
@@ -112,8 +122,10 @@ def measure(workloads: list[Workload], vs: list[Variant], repeats: int) -> list[
     return rows
 
 
-def shapes_batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``n`` real shapes images rendered in memory, with padded targets."""
+def shapes_batch(n: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                      torch.Tensor]:
+    """``n`` real shapes images rendered in memory, with padded targets, all on ``device``:
+    ``(images float32 [n, 3, 224, 224] in [0, 1], boxes [n, M, 4], labels [n, M], valid [n, M])``."""
     from loclab.data.shapes import render_shapes_image
 
     rng = np.random.default_rng(0)
@@ -129,7 +141,8 @@ def shapes_batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
     valid = torch.zeros(n, m, dtype=torch.bool)
     for i, (b, lab) in enumerate(zip(boxes, labels)):
         pad_boxes[i, : len(b)], pad_labels[i, : len(b)], valid[i, : len(b)] = b, lab, True
-    return torch.stack(images).float() / 255, pad_boxes, pad_labels, valid
+    out = (torch.stack(images).float() / 255, pad_boxes, pad_labels, valid)
+    return tuple(t.to(device) for t in out)
 
 
 def train_step(model: nn.Module, step, batch, v: Variant) -> Callable[[], None]:
@@ -164,19 +177,21 @@ def inference(model: nn.Module, images: torch.Tensor, v: Variant) -> Callable[[]
 
 @dataclass
 class DetectorBench:
-    """One detector's batch, step and workloads."""
+    """One detector's batch, step and workloads, all on ``device``."""
 
     cfg: DetectorConfig
     batch: tuple
     step: Callable
+    device: torch.device
 
     @classmethod
-    def build(cls, model_name: str, batch_size: int, device: torch.device) -> DetectorBench:
+    def build(cls, model_name: str, batch_size: int, device: torch.device | str) -> DetectorBench:
+        device = torch.device(device)
         cfg = DetectorConfig(model=model_name)
         setup = det_task.AnchorSetup.from_config(cfg)
-        images, boxes, labels, valid = shapes_batch(batch_size)
+        images, boxes, labels, valid = shapes_batch(batch_size, device)
         step = det_task.make_step(cfg, det_task.make_loss(cfg, setup).to(device))
-        return cls(cfg, (images, boxes, labels, valid, torch.arange(batch_size)), step)
+        return cls(cfg, (images, boxes, labels, valid, torch.arange(batch_size, device=device)), step, device)
 
     def train(self, v: Variant) -> Callable[[], None]:
         torch.manual_seed(0)
@@ -186,16 +201,21 @@ class DetectorBench:
         torch.manual_seed(0)
         return inference(det_task.make_model(self.cfg), self.batch[0], v)
 
+    def flops(self) -> int:
+        """FLOPs of one training step on this batch (:func:`train_flops`)."""
+        return train_flops(self.cfg, self.step, self.batch, self.device)
+
     def workloads(self) -> list[Workload]:
         n, name = len(self.batch[0]), self.cfg.model
-        return [Workload(f"detector[{name}] train", self.train, n),
+        return [Workload(f"detector[{name}] train", self.train, n, flops=self.flops),
                 Workload(f"detector[{name}] inference", self.infer, n)]
 
-    def analyse(self, vs: list[Variant], repeats: int) -> dict[str, Any]:
-        """Step FLOPs, where the step's time goes, matching + loss time, and every convolution alone."""
+    def analyse(self, vs: list[Variant], repeats: int, flops: int | None = None) -> dict[str, Any]:
+        """Step FLOPs (``flops`` when already counted), where the step's time goes, matching + loss time, and
+        every convolution alone."""
         by_label = {v.label: v for v in vs}
         default = by_label["default"]
-        flops = train_flops(self.cfg, self.step, self.batch)
+        flops = self.flops() if flops is None else flops
         low = default.numeric.autocast_dtype or torch.float32
         info: dict[str, Any] = {"train_step_flops": flops, "peak_dtype": low}
         with freed_memory_retained():
@@ -203,20 +223,31 @@ class DetectorBench:
                 if label in by_label:
                     with fused_bn_relu(by_label[label].fused_bn):
                         run = self.train(by_label[label])
-                        info[f"rate_{label}"] = step_and_peak(run, flops, low)
-                        info[f"breakdown_{label}"] = step_breakdown(run)
+                        info[f"rate_{label}"] = step_and_peak(run, flops, low, device=self.device)
+                        info[f"breakdown_{label}"] = step_breakdown(run, device=self.device)
             info["match_loss_seconds"] = match_loss_seconds(self.cfg, self.batch, default.numeric, repeats)
             info["conv_timings"] = conv_timings(det_task.make_model(self.cfg), self.batch[0], default.numeric)
         return info
 
 
-def train_flops(cfg: DetectorConfig, step, batch) -> int:
-    """FLOPs of one training step (forward + backward), counted by torch's flop counter in fp32."""
-    model = det_task.make_model(cfg).train()
+def count_train_flops(model: nn.Module, step, batch, device: torch.device | str) -> int:
+    """FLOPs of one training step of ``model`` (forward + backward) on ``batch``, counted by torch's flop counter
+    in fp32 on ``device`` (any device, ``meta`` included: the counter reads shapes, not values).
+
+    The counter counts matrix products and convolutions (``2 * multiply-adds``), nothing elementwise; the
+    backward of a convolution costs one product per gradient it computes (none for the images' gradient).
+    """
+    numeric = resolve_numeric_path("fp32", torch.device(device))
+    model = numeric.prepare(model).train()
     counter = FlopCounterMode(display=False)
     with counter:
-        step(model, batch, resolve_numeric_path("fp32"))["loss_total"].backward()
+        step(model, batch, numeric)["loss_total"].backward()
     return counter.get_total_flops()
+
+
+def train_flops(cfg: DetectorConfig, step, batch, device: torch.device | str | None = None) -> int:
+    """FLOPs of one detector training step (:func:`count_train_flops`), on ``device`` (default: the batch's)."""
+    return count_train_flops(det_task.make_model(cfg), step, batch, device or batch[0].device)
 
 
 def match_loss_seconds(cfg: DetectorConfig, batch, numeric: NumericPath, repeats: int) -> float:
@@ -231,7 +262,8 @@ def match_loss_seconds(cfg: DetectorConfig, batch, numeric: NumericPath, repeats
     return timed(lambda: loss_fn(preds, boxes, labels, valid)["loss_total"].backward(), repeats)
 
 
-def keypoint_workloads(model_name: str, batch_size: int) -> list[Workload]:
+def keypoint_workloads(model_name: str, batch_size: int, device: torch.device | str = "cpu") -> list[Workload]:
+    """Training and inference of a keypoint model on ``batch_size`` stick figures, batch and target on ``device``."""
     from loclab.data.figures import render_figure
     from loclab.ops.heatmaps import encode_heatmaps
 
@@ -244,6 +276,7 @@ def keypoint_workloads(model_name: str, batch_size: int) -> list[Workload]:
         target = encode_heatmaps(keypoints, 128, cfg.heatmap_size, cfg.sigma)
     else:
         target = (keypoints / 128).flatten(1)
+    images, target = images.to(device), target.to(device)
     step = kp_task.make_step(cfg)
 
     def train(v: Variant) -> Callable[[], None]:
@@ -254,7 +287,12 @@ def keypoint_workloads(model_name: str, batch_size: int) -> list[Workload]:
         torch.manual_seed(0)
         return inference(kp_task.make_model(cfg), images, v)
 
-    return [Workload(f"{model_name} train", train, batch_size), Workload(f"{model_name} inference", infer, batch_size)]
+    def flops() -> int:
+        torch.manual_seed(0)
+        return count_train_flops(kp_task.make_model(cfg), step, (images, target), device)
+
+    return [Workload(f"{model_name} train", train, batch_size, flops=flops),
+            Workload(f"{model_name} inference", infer, batch_size)]
 
 
 def generation_speed(n: int = 200) -> dict[str, float]:

@@ -20,7 +20,10 @@ from loclab.config import DetectorConfig, from_dict, to_dict
 from tqdm import tqdm
 
 from loclab.data.datasets import LETTERBOX_FILL, DetectionDataset, detection_collate, flip_horizontal
+from loclab.data.device_data import DeviceDetectionData
 from loclab.data.formats_detection import DetectionSplit
+from loclab.data.shapes import CATEGORIES as SHAPE_CATEGORIES
+from loclab.engine import distributed
 from loclab.engine.autoanchor import check_anchors
 from loclab.engine.checkpoint import load_checkpoint
 from loclab.engine.precision import NumericPath, resolve_numeric_path
@@ -101,7 +104,7 @@ def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss):
                 fill=LETTERBOX_FILL / 255,
             )
         elif model.training and cfg.train.hflip:
-            flip = torch.rand(images.shape[0]) < 0.5
+            flip = torch.rand(images.shape[0], device=images.device) < 0.5  # where the batch is: no copy
             images, boxes = flip_horizontal(images, boxes, valid, flip)
         outputs = model(numeric.images(images))
         preds = flatten_predictions(outputs, num_anchors, cfg.num_classes)
@@ -129,7 +132,11 @@ def train_detector(
     progress: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> list[dict]:
-    """Train a detector into ``run_dir`` (config, version, log, ``best_model.pth``, ``last.pth``)."""
+    """Train a detector into ``run_dir`` (config, version, log, ``best_model.pth``, ``last.pth``).
+
+    The decoded splits are held on the training device and batched there when :func:`holds_data_on_device`
+    says so (on a GPU by default), else batched on the host by a DataLoader.
+    """
     train_set = DetectionDataset(train_split, image_size=cfg.image_size, progress=progress)
     val_set = DetectionDataset(val_split, image_size=cfg.image_size, progress=progress)
     cfg = replace(cfg, train=epochs_for_steps(cfg.train, len(train_set)))
@@ -137,8 +144,36 @@ def train_detector(
     setup = AnchorSetup.from_config(cfg)
     model = make_model(cfg)
     step = make_step(cfg, make_loss(cfg, setup).to(numeric.device))
-    return fit(model, step, train_set, val_set, detection_collate, cfg.train, numeric, RunFiles(run_dir),
+    train_data, val_data = train_set, val_set
+    if holds_data_on_device(cfg.train.device_data, numeric.device, train_set.streaming or val_set.streaming):
+        train_data = DeviceDetectionData.from_dataset(train_set, numeric.device)
+        val_data = DeviceDetectionData.from_dataset(val_set, numeric.device)
+    return fit(model, step, train_data, val_data, detection_collate, cfg.train, numeric, RunFiles(run_dir),
                {"task": TASK, "config": to_dict(cfg)}, resume=resume, progress=progress, desc="detector")
+
+
+def holds_data_on_device(device_data: str, device: torch.device, streaming: bool) -> bool:
+    """Whether detection training holds its decoded data on ``device`` and gathers batches there
+    (:mod:`loclab.data.device_data`), for ``train.device_data``: ``"auto"`` on a GPU in one process, ``"on"``
+    on any device, ``"off"`` never. A dataset ``streaming`` from disk never is; asking for ``"on"`` then is a
+    :class:`ConfigError`."""
+    if device_data not in ("auto", "on", "off"):
+        raise ConfigError(f"unknown train.device_data {device_data!r}; choose auto, on or off")
+    if device_data == "off":
+        return False
+    if streaming:
+        if device_data == "on":
+            raise ConfigError("train.device_data=on: this dataset is too large to hold decoded (it is streamed "
+                              "from disk), so it cannot be held on the training device; use auto or off")
+        return False
+    return device_data == "on" or (device.type == "cuda" and not distributed.active())
+
+
+def class_names(cfg: DetectorConfig) -> tuple[str, ...]:
+    """The name of each label ``0..C-1``: the config's (from the data), else the shapes' (circle, square,
+    triangle; checkpoints from before the config stored names were trained on them), else the label itself."""
+    names = cfg.class_names or tuple(c["name"] for c in SHAPE_CATEGORIES)[: cfg.num_classes]
+    return tuple(names) + tuple(str(i) for i in range(len(names), cfg.num_classes))
 
 
 def detections_to_image(detections: list[ImageDetections], letterboxes: list[Letterbox]) -> list[ImageDetections]:
@@ -189,14 +224,22 @@ def predict_images(
         with numeric.autocast():
             outputs = model(numeric.images(batch))
         preds = flatten_predictions([o.float() for o in outputs], num_anchors, cfg.num_classes)
-        dets = postprocess_detections(
-            preds, anchors, scales, setup.coder,
-            score_threshold=cfg.score_threshold if score_threshold is None else score_threshold,
-            nms_iou=cfg.nms_iou, pre_nms_top_k=cfg.pre_nms_top_k, max_detections=cfg.max_detections,
-            image_size=cfg.image_size,
-        )
+        dets = decode_predictions(preds, cfg, replace(setup, anchors=anchors, scales=scales),
+                                  score_threshold=score_threshold)
         out.extend(ImageDetections(*(t.cpu() for t in (d.boxes, d.scores, d.labels, d.scales))) for d in dets)
     return out
+
+
+def decode_predictions(preds: Tensor, cfg: DetectorConfig, setup: AnchorSetup, *,
+                       score_threshold: float | None = None) -> list[ImageDetections]:
+    """Flattened predictions ``[B, N, 5+C]`` -> detections per image in model-input pixels, with ``cfg``'s
+    postprocessing (its score threshold unless ``score_threshold`` is given). ``setup`` on ``preds``' device."""
+    return postprocess_detections(
+        preds, setup.anchors, setup.scales, setup.coder,
+        score_threshold=cfg.score_threshold if score_threshold is None else score_threshold,
+        nms_iou=cfg.nms_iou, pre_nms_top_k=cfg.pre_nms_top_k, max_detections=cfg.max_detections,
+        image_size=cfg.image_size,
+    )
 
 
 def detections_to_records(image_ids: list[int], detections: list[ImageDetections]) -> list[dict]:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from loclab.atomic import atomic_write_bytes
 from loclab.config import KeypointConfig, from_dict, to_dict
+from loclab.data.figures import KEYPOINT_NAMES as STICK_FIGURE_NAMES
 from loclab.data.formats_keypoints import KeypointSplit
 from loclab.data.keypoint_dataset import KeypointDataset, image_channels
 from loclab.engine.checkpoint import load_checkpoint
@@ -99,6 +100,16 @@ def model_class(cfg: KeypointConfig) -> type[nn.Module]:
 
 def output_type(cfg: KeypointConfig) -> str:
     return model_class(cfg).output_type
+
+
+def keypoint_names(cfg: KeypointConfig) -> tuple[str, ...]:
+    """The name of each keypoint: the config's (from the data), else the stick figures' (checkpoints from before
+    the config stored names were all trained on them) when the count fits, else ``kp0, kp1, ...``."""
+    if cfg.keypoint_names:
+        return cfg.keypoint_names
+    if cfg.num_keypoints == len(STICK_FIGURE_NAMES):
+        return STICK_FIGURE_NAMES
+    return tuple(f"kp{k}" for k in range(cfg.num_keypoints))
 
 
 def checkpoint_name(cfg: KeypointConfig) -> str:
@@ -259,17 +270,28 @@ def _predict_batch(model: nn.Module, cfg: KeypointConfig, batch: Tensor, subpixe
                    numeric: NumericPath) -> Tensor:
     if batch.dtype == torch.uint8:
         batch = batch.float() / 255
-    width, height = cfg.input_size
-    size = width if width == height else (width, height)  # square: the reference int path, bit for bit
     with numeric.autocast():
         pred = model(numeric.images(batch))
-    pred = pred.float().cpu()
+    keypoints, _ = decode_output(pred.float().cpu(), cfg, subpixel=subpixel)
+    return keypoints
+
+
+def decode_output(pred: Tensor, cfg: KeypointConfig, *, subpixel: bool = True) -> tuple[Tensor, Tensor]:
+    """A keypoint model's float output -> ``(keypoints [B, K, 2] in input pixels, confidence [B, K])``.
+
+    Heatmap models decode with :func:`decode_heatmaps_subpixel` (plain argmax with ``subpixel=False``) and their
+    confidence is each map's peak (a logit for MSE models, a probability for spatial-CE ones); regression models
+    scale their normalised ``[B, 2K]`` output by the input size and have no confidence (all ones). Only tensor
+    ops, so exported graphs trace it as it is.
+    """
+    width, height = cfg.input_size
     if output_type(cfg) == "heatmap":
+        size = width if width == height else (width, height)  # square: the reference int path, bit for bit
         decode = decode_heatmaps_subpixel if subpixel else decode_heatmaps_argmax
-        keypoints, _ = decode(as_heatmaps(pred, cfg), size)
-        return keypoints
-    scale = width if width == height else torch.tensor([width, height], dtype=pred.dtype)
-    return pred.view(pred.shape[0], -1, 2) * scale
+        return decode(as_heatmaps(pred, cfg), size)
+    scale = width if width == height else torch.tensor([width, height], dtype=pred.dtype, device=pred.device)
+    keypoints = pred.view(pred.shape[0], -1, 2) * scale
+    return keypoints, torch.ones_like(keypoints[..., 0])
 
 
 def to_image_pixels(keypoints: Tensor, transforms: Tensor) -> Tensor:

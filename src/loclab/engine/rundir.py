@@ -5,6 +5,8 @@ RUN/
   config.json          resolved config (task, data root, recipe, model and training settings)
   version.json         loclab version, code commit, torch/python versions, machine, numeric path, seeds
   training_log.json    one record per epoch
+  results.csv          the same, one CSV row per epoch, appended as each epoch ends (engine.logs)
+  tensorboard/         the same as TensorBoard scalars, when the tensorboard package is installed
   best_model.pth       best by validation loss (keypoint runs: heatmap_model.pth / regression_model.pth ...)
   last.pth             full training state for --resume
   metrics.json         evaluation results
@@ -27,6 +29,7 @@ import torch
 import loclab
 from loclab.config import TrainConfig, to_dict
 from loclab.atomic import write_json_atomic
+from loclab.engine.lr_scaling import effective_lr
 from loclab.engine.precision import NumericPath, resolve_numeric_path
 from loclab.errors import LoclabError
 
@@ -107,12 +110,16 @@ def start_run(run_dir: Path, task: str, section: str, cfg: Any, train: TrainConf
     """Prepare a training run: writable directory, seeds, threads, numeric path, config.json, version.json.
 
     Seeds torch before the caller builds its model, so the same config always starts from the same weights.
+    ``config.json`` also records ``effective_lr``, the learning rate the optimiser starts from after the batch-size
+    rule (:func:`loclab.engine.lr_scaling.effective_lr`; ``train.optim.lr`` itself without one).
     """
+    lr = effective_lr(train)  # a bad batch-size rule fails before anything is written
     run_dir = prepare_run_dir(run_dir)
     torch.manual_seed(train.seed)
     if train.num_threads:
         torch.set_num_threads(train.num_threads)
     numeric = resolve_numeric_path(train.precision)
-    write_json(run_dir / "config.json", {"task": task, **(meta or {}), section: to_dict(cfg)})
+    write_json(run_dir / "config.json", {"task": task, **(meta or {}), section: to_dict(cfg),
+                                         "effective_lr": lr})
     write_json(run_dir / "version.json", version_info(numeric_path=numeric.name, seed=train.seed))
     return run_dir, numeric

@@ -8,6 +8,9 @@ loss with the last good checkpoint kept.
 
 Determinism: each epoch re-seeds torch (augmentation, dropout) and the data order from
 ``seed + epoch``, so resuming from an epoch checkpoint replays exactly what an uninterrupted run does.
+
+No step reads a value back from the device: losses are summed there and read every few steps on a GPU
+(:mod:`loclab.engine.epoch_losses`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,8 +30,13 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
 from loclab.config import TrainConfig
+from loclab.data.device_data import DeviceBatches, DeviceDetectionData
 from loclab.engine import distributed
 from loclab.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from loclab.engine.ema import ModelEMA
+from loclab.engine.epoch_losses import EpochLosses, host_read_interval
+from loclab.engine.logs import open_epoch_logs
+from loclab.engine.lr_scaling import describe_lr, effective_lr
 from loclab.engine.memory import freed_memory_retained
 from loclab.engine.precision import NumericPath
 from loclab.engine.rundir import write_json
@@ -65,20 +74,22 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     """SGD / Adam / AdamW; weight decay is not applied to biases and BatchNorm parameters.
 
     The optimisers run their fused single-kernel implementations (CPU and CUDA): the same update
-    rule as the per-parameter loop, in one pass over all parameters.
+    rule as the per-parameter loop, in one pass over all parameters. The learning rate is ``optim.lr`` scaled
+    for the batch size by ``cfg.lr_scaling`` (:func:`loclab.engine.lr_scaling.effective_lr`).
     """
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.dim() <= 1 else decay).append(p)
     o = cfg.optim
+    lr = effective_lr(cfg)
     groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if o.name == "sgd":
-        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, fused=True)
+        return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, fused=True)
     if o.name == "adam":
-        return torch.optim.Adam(groups, lr=o.lr, fused=True)
+        return torch.optim.Adam(groups, lr=lr, fused=True)
     if o.name == "adamw":
-        return torch.optim.AdamW(groups, lr=o.lr, fused=True)
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
     raise ConfigError(f"unknown optimizer {o.name!r}; choose sgd, adam or adamw")
 
 
@@ -124,23 +135,30 @@ def _mean(sums: dict[str, float], n: int) -> dict[str, float]:
 
 
 def _run_epoch(model, loader: Iterable, step: StepFn, numeric: NumericPath, *, optimizer=None, scheduler=None,
-               scaler=None, grad_clip: float = 0.0, epoch: int = 0, bar=None) -> dict[str, float]:
+               scaler=None, grad_clip: float = 0.0, ema: ModelEMA | None = None, epoch: int = 0,
+               bar=None, read_every: int | None = None) -> dict[str, float]:
+    """One pass over ``loader`` (training when ``optimizer`` is given); returns the mean of each named loss.
+
+    Nothing in a step reads a value back from the device: the losses are summed there
+    (:class:`~loclab.engine.epoch_losses.EpochLosses`) and read every ``read_every`` steps (default
+    :func:`~loclab.engine.epoch_losses.host_read_interval`: every step on a CPU) for the progress bar and the
+    non-finite check, and once at the end. A non-finite ``loss_total`` raises :class:`NonFiniteLossError`
+    naming the epoch and the first bad step, at the first read after it.
+    """
     training = optimizer is not None
     model.train(training)
-    sums: dict[str, float] = {}
-    count = 0
+    read_every = read_every or host_read_interval(numeric.device)
+    losses_so_far = EpochLosses()
     for i, batch in enumerate(loader):
         with torch.set_grad_enabled(training), numeric.autocast():
             losses = step(model, batch, numeric)
-        loss = losses["loss_total"]
-        if not torch.isfinite(loss):
-            where = "training" if training else "validation"
-            raise NonFiniteLossError(
-                f"{where} loss became {loss.item()} at epoch {epoch + 1}, step {i + 1} "
-                f"({', '.join(f'{k}={v.item():.4g}' for k, v in losses.items())}). "
-                "Training stopped; the last good checkpoint is kept. Lower the learning rate or check the data."
-            )
+        losses_so_far.add(losses, _batch_size(batch))
+        if (i + 1) % read_every == 0:  # before the update, so that on a CPU a bad step never updates the weights
+            _stop_if_not_finite(losses_so_far, training, epoch)
+            if bar is not None:
+                bar.set_postfix(loss=f"{losses_so_far.running_mean():.4f}", refresh=False)
         if training:
+            loss = losses["loss_total"]
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -155,15 +173,28 @@ def _run_epoch(model, loader: Iterable, step: StepFn, numeric: NumericPath, *, o
             else:
                 optimizer.step()
             scheduler.step()
-        batch_size = _batch_size(batch)
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach()) * batch_size
-        count += batch_size
+            if ema is not None:
+                ema.update()
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{sums['loss_total'] / count:.4f}", refresh=False)
-    sums = distributed.all_reduce_sums(sums, count)
+    _stop_if_not_finite(losses_so_far, training, epoch)  # the steps since the last read
+    sums = distributed.all_reduce_sums(losses_so_far.sums(), losses_so_far.count)
     return _mean(sums, int(sums.pop("_count")))
+
+
+def _stop_if_not_finite(losses: EpochLosses, training: bool, epoch: int) -> None:
+    bad = losses.first_non_finite()
+    if bad is None:
+        return
+    where = "training" if training else "validation"
+    late = ""
+    if bad.step + 1 < losses.steps:
+        late = f" (noticed at step {losses.steps}: the device is read every few steps)"
+    raise NonFiniteLossError(
+        f"{where} loss became {bad.values['loss_total']} at epoch {epoch + 1}, step {bad.step + 1}{late} "
+        f"({', '.join(f'{k}={v:.4g}' for k, v in bad.values.items())}). "
+        "Training stopped; the last good checkpoint is kept. Lower the learning rate or check the data."
+    )
 
 
 @torch.no_grad()
@@ -203,8 +234,8 @@ def _batch_size(batch: Any) -> int:
 def fit(
     model: nn.Module,
     step: StepFn,
-    train_set: Dataset,
-    val_set: Dataset,
+    train_set: Dataset | DeviceDetectionData,
+    val_set: Dataset | DeviceDetectionData,
     collate_fn: Callable,
     cfg: TrainConfig,
     numeric: NumericPath,
@@ -220,7 +251,11 @@ def fit(
 
     ``checkpoint_meta`` (task name, config dict) goes into every checkpoint so a checkpoint alone can
     rebuild its model. With ``resume=True`` training continues from ``last.pth`` if it exists.
-    The best model (lowest validation ``loss_total``) is saved to ``files.best``.
+    The best model (lowest validation ``loss_total``) is saved to ``files.best``. With ``cfg.ema`` > 0 the
+    model validated, saved as best and handed to ``on_epoch_end`` is the moving average of the weights
+    (:mod:`loclab.engine.ema`); ``last.pth`` keeps both. Datasets held on the device
+    (:class:`~loclab.data.device_data.DeviceDetectionData`) are batched there (``collate_fn`` unused), in the
+    DataLoader's order.
     """
     model = numeric.prepare(model)
     train_model = distributed.wrap_model(model)
@@ -231,11 +266,13 @@ def fit(
     train_loader = _loader(train_set, collate_fn, cfg, shuffle=True)
     val_loader = _loader(val_set, collate_fn, cfg, shuffle=False)
     steps_per_epoch = len(train_loader)
-    samples_per_epoch = len(train_loader.sampler) if isinstance(train_loader.sampler, RandomSampler) else len(train_set)
+    samples_per_epoch = _samples_per_epoch(train_loader, train_set)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = round(cfg.schedule.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup, cfg))
     scaler = torch.amp.GradScaler("cuda") if numeric.needs_grad_scaler else None
+    ema = ModelEMA(model, cfg.ema) if cfg.ema > 0 else None
+    eval_model = ema.module if ema is not None else model
 
     log: list[dict] = []
     best_val = math.inf
@@ -247,14 +284,19 @@ def fit(
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
         log, best_val, start_epoch = state["log"], state["best_val"], state["epoch"]
         if distributed.is_main() and start_epoch < cfg.epochs:
             tqdm.write(f"{desc}: resuming from {files.last} after epoch {start_epoch}")
 
+    main = distributed.is_main()
+    if main and start_epoch < cfg.epochs:
+        tqdm.write(f"{desc}: {describe_lr(cfg)}")
     # freed activations stay in the process: no page faults on every step (see engine.memory)
-    with freed_memory_retained(numeric.device.type == "cpu"):
-        main = distributed.is_main()
+    with freed_memory_retained(numeric.device.type == "cpu"), \
+            (open_epoch_logs(files.run_dir, log) if main else nullcontext()) as live_logs:
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(cfg.seed * 100_003 + epoch)
             _set_epoch(train_loader, cfg.seed, epoch)
@@ -263,11 +305,11 @@ def fit(
                       disable=not (progress and main), dynamic_ncols=True) as bar:
                 train_losses = _run_epoch(train_model, train_loader, step, numeric, optimizer=optimizer,
                                           scheduler=scheduler, scaler=scaler, grad_clip=cfg.grad_clip,
-                                          epoch=epoch, bar=bar)
+                                          ema=ema, epoch=epoch, bar=bar)
             train_time = time.perf_counter() - t0
-            recompute_batchnorm_statistics(model, train_loader, step, numeric, cfg.precise_bn_batches)
+            recompute_batchnorm_statistics(eval_model, train_loader, step, numeric, cfg.precise_bn_batches)
             with torch.no_grad():
-                val_losses = _run_epoch(model, val_loader, step, numeric, epoch=epoch)
+                val_losses = _run_epoch(eval_model, val_loader, step, numeric, epoch=epoch)
             record = {
                 "epoch": epoch + 1,
                 "lr": optimizer.param_groups[0]["lr"],
@@ -281,8 +323,9 @@ def fit(
             improved = val_losses["loss_total"] < best_val
             best_val = min(best_val, val_losses["loss_total"])
             if main:
+                live_logs.write(record)  # results.csv and TensorBoard (engine.logs)
                 if improved:
-                    save_checkpoint(files.best, {**checkpoint_meta, "model": model.state_dict(), "epoch": epoch + 1,
+                    save_checkpoint(files.best, {**checkpoint_meta, "model": eval_model.state_dict(), "epoch": epoch + 1,
                                                  "val_loss": best_val})
                 save_checkpoint(files.last, {
                     **checkpoint_meta,
@@ -290,6 +333,7 @@ def fit(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None,
+                    "ema": ema.state_dict() if ema is not None else None,
                     "epoch": epoch + 1,
                     "best_val": best_val,
                     "log": log,
@@ -303,12 +347,21 @@ def fit(
                 )
                 sys.stdout.flush()
             if on_epoch_end is not None and main:
-                on_epoch_end(epoch + 1, model)
+                on_epoch_end(epoch + 1, eval_model)
             distributed.barrier()
         return log
 
 
-def _loader(dataset: Dataset, collate_fn: Callable, cfg: TrainConfig, *, shuffle: bool) -> DataLoader:
+def _loader(dataset: Dataset | DeviceDetectionData, collate_fn: Callable, cfg: TrainConfig, *,
+            shuffle: bool) -> DataLoader | DeviceBatches:
+    # Data held on the training device is batched there, in the order the DataLoader below would give.
+    if isinstance(dataset, DeviceDetectionData):
+        if distributed.active():
+            raise ConfigError("data held on the training device is for one process; under torchrun set "
+                              "train.device_data=off")
+        passes = passes_per_epoch(cfg, len(dataset)) if shuffle else 1
+        return DeviceBatches(dataset, cfg.batch_size, shuffle=shuffle, passes=passes,
+                             drop_last=shuffle and len(dataset) > cfg.batch_size)
     # Datasets that hold decoded tensors in memory ask for no workers (they would only add IPC overhead);
     # datasets too large for memory decode in workers (their ``num_workers``).
     sampler = distributed.sampler(dataset, shuffle=shuffle, seed=cfg.seed)
@@ -324,7 +377,13 @@ def _loader(dataset: Dataset, collate_fn: Callable, cfg: TrainConfig, *, shuffle
                       drop_last=shuffle and len(dataset) > cfg.batch_size)
 
 
-def _set_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+def _samples_per_epoch(loader: DataLoader | DeviceBatches, dataset) -> int:
+    if isinstance(loader, DeviceBatches):
+        return loader.num_samples
+    return len(loader.sampler) if isinstance(loader.sampler, RandomSampler) else len(dataset)
+
+
+def _set_epoch(loader: DataLoader | DeviceBatches, seed: int, epoch: int) -> None:
     if hasattr(loader.sampler, "set_epoch"):
         loader.sampler.set_epoch(epoch)
     if loader.generator is not None:

@@ -1,11 +1,13 @@
 """Keypoint prediction files: read them aligned with a split's instances, and write them.
 
-Two formats are read (``loclab eval keypoints --pred``), told apart by the first record's ``"keypoints"``:
+Two formats are read (``loclab eval keypoints --pred``), told apart by the first record with a non-empty
+``"keypoints"`` list (nested pairs or flat numbers); a file holds one format throughout:
 
 * loclab's: a JSON array of ``{"image_id": int, "keypoints": [[x, y], ...]}``, one record per image (``K`` points
   in the annotation file's keypoint order). Every image of the split needs one.
 * COCO keypoint results: ``{"image_id": int, "category_id": int, "keypoints": [x, y, v, ...], "score": float}``,
-  any number of records per image (one per detected instance). Images may have none: a missed instance.
+  any number of records per image (one per detected instance). Images may have none: a missed instance. An empty
+  list reads as COCO results without any instance (a warning says that every score is then 0).
 
 Matching rule (both formats): per image, predicted and ground-truth instances are paired greedily by the
 distance between box centres, closest pair first (ties: ground truth, then prediction, in file order). A
@@ -14,7 +16,9 @@ is); a ground-truth instance's box is the split's instance box. No OKS is involv
 without a prediction gets NaN keypoints, which PCK scores as wrong; predictions left over are ignored (PCK does
 not count false positives). With one instance per image on both sides this is the plain image-by-image pairing.
 
-Coordinates are image pixels in the pixel-centre convention (``docs/architecture.md``).
+Coordinates are image pixels in the pixel-centre convention (``docs/architecture.md``); a file whose predicted
+coordinates all lie within [0, 1] gets a warning that they look normalised
+(:mod:`loclab.evaluation.prediction_checks`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from torch import Tensor
 from loclab.data.errors import DataError
 from loclab.data.formats import is_finite_number, json_type, read_json_list
 from loclab.data.formats_keypoints import KeypointSplit
+from loclab.evaluation.prediction_checks import warn_if_empty, warn_if_normalised
 
 _SHOWN_IDS = 5  # how many ids an error message lists
 
@@ -79,10 +84,19 @@ def _point(value: Any) -> list[float] | None:
     return [float(value[0]), float(value[1])]
 
 
+def _first_with_points(records: list[Any]) -> int | None:
+    """Index of the first record whose ``"keypoints"`` is a non-empty list (the one that sets the file's format)."""
+    return next((i for i, r in enumerate(records)
+                 if isinstance(r, dict) and isinstance(r.get("keypoints"), list) and r["keypoints"]), None)
+
+
 def _is_coco_results(records: list[Any]) -> bool:
-    first = records[0] if records else None
-    points = first.get("keypoints") if isinstance(first, dict) else None
-    return isinstance(points, list) and bool(points) and not isinstance(points[0], list)
+    """Whether the file is COCO keypoint results: its first record with points holds flat numbers. An empty file
+    counts as COCO results without any instance."""
+    if not records:
+        return True
+    first = _first_with_points(records)
+    return first is not None and not isinstance(records[first]["keypoints"][0], list)
 
 
 def read_keypoint_predictions(path: Path | str, split: KeypointSplit) -> Tensor:
@@ -100,6 +114,7 @@ def match_keypoint_predictions(path: Path | str, split: KeypointSplit) -> Matche
     """
     path = Path(path)
     records = read_json_list(path, "prediction file", '{"image_id": int, "keypoints": [[x, y], ...]} records')
+    warn_if_empty(records, path, "keypoint predictions")
     row_of = {record.id: i for i, record in enumerate(split.images)}
     coco = _is_coco_results(records)
     per_image: dict[int, list[tuple[Tensor, Tensor]]] = {}  # image row -> [(points [K, 2], labelled [K])]
@@ -113,7 +128,7 @@ def match_keypoint_predictions(path: Path | str, split: KeypointSplit) -> Matche
             if image_id in seen:
                 raise DataError(f"{where}: duplicate image_id, already predicted by record [{seen[image_id]}].")
             seen[image_id] = index
-            points, labelled = _loclab_points(record, where, split)
+            points, labelled = _loclab_points(record, where, split, _first_with_points(records))
         per_image.setdefault(row_of[image_id], []).append((points, labelled))
     if not coco:
         absent = [record.id for record in split.images if record.id not in seen]
@@ -121,7 +136,21 @@ def match_keypoint_predictions(path: Path | str, split: KeypointSplit) -> Matche
             shown = ", ".join(str(i) for i in absent[:_SHOWN_IDS]) + (", ..." if len(absent) > _SHOWN_IDS else "")
             raise DataError(f"{path}: {len(absent)} of {len(split.images)} images of {split.annotation_file} have "
                             f"no prediction (image ids {shown}).")
+    _warn_if_normalised(per_image, split, path)
     return _match(split, per_image, "coco_results" if coco else "loclab")
+
+
+def _warn_if_normalised(per_image: dict[int, list[tuple[Tensor, Tensor]]], split: KeypointSplit, path: Path) -> None:
+    """The predicted points (the labelled ones of each instance, all when none is) against their images' sizes."""
+    points, sizes = [], []
+    for row, predictions in per_image.items():
+        image = split.images[row]
+        for p, labelled in predictions:
+            chosen = p[labelled] if bool(labelled.any()) else p
+            points.append(chosen)
+            sizes += [(image.width, image.height)] * len(chosen)
+    if points:
+        warn_if_normalised(torch.cat(points).numpy(), sizes, path, "keypoints")
 
 
 def _image_id(record: Any, index: int, path: Path, row_of: dict[int, int], split: KeypointSplit) -> int:
@@ -141,8 +170,12 @@ def _image_id(record: Any, index: int, path: Path, row_of: dict[int, int], split
     return image_id
 
 
-def _loclab_points(record: dict, where: str, split: KeypointSplit) -> tuple[Tensor, Tensor]:
+def _loclab_points(record: dict, where: str, split: KeypointSplit, first: int | None) -> tuple[Tensor, Tensor]:
     points, k_total = record["keypoints"], split.num_keypoints
+    if isinstance(points, list) and points and not isinstance(points[0], list):
+        raise DataError(f"{where}: \"keypoints\" is a flat list of {len(points)} numbers (COCO keypoint results "
+                        f"[x, y, v, ...] hold {3 * k_total}), but the file's first record [{first}] is in loclab's "
+                        "format [[x, y], ...]: write the whole file in one of the two formats.")
     if not isinstance(points, list) or len(points) != k_total:
         count = f"{len(points)} keypoints" if isinstance(points, list) else f"a JSON {json_type(points)}"
         raise DataError(f"{where}: \"keypoints\" has {count}, expected {k_total} [x, y] pairs "
@@ -151,18 +184,28 @@ def _loclab_points(record: dict, where: str, split: KeypointSplit) -> tuple[Tens
     for k, raw in enumerate(points):
         point = _point(raw)
         if point is None:
+            triple = isinstance(raw, list) and len(raw) == 3 and all(is_finite_number(v) for v in raw)
+            hint = (" It looks like [x, y, v]: give [x, y] pairs, or write COCO keypoint results (one flat "
+                    "[x, y, v, ...] list per instance).") if triple else ""
             raise DataError(f"{where}: keypoint {k} ({split.keypoint_names[k]}) is {raw!r}, "
-                            "expected [x, y] with two finite numbers.")
+                            f"expected [x, y] with two finite numbers.{hint}")
         out[k] = torch.tensor(point, dtype=torch.float64)
     return out, torch.ones(k_total, dtype=torch.bool)
 
 
 def _coco_points(record: dict, where: str, split: KeypointSplit) -> tuple[Tensor, Tensor]:
     flat, k_total = record["keypoints"], split.num_keypoints
-    if not isinstance(flat, list) or len(flat) != 3 * k_total or any(isinstance(v, list) for v in flat):
+    if isinstance(flat, list) and any(isinstance(v, list) for v in flat):
+        raise DataError(f"{where}: \"keypoints\" holds lists (loclab's format [[x, y], ...]), but the file's first "
+                        "record is COCO keypoint results (a flat [x, y, v, ...] list): write the whole file in one of "
+                        "the two formats.")
+    if not isinstance(flat, list) or len(flat) != 3 * k_total:
         count = f"{len(flat)} values" if isinstance(flat, list) else f"a JSON {json_type(flat)}"
+        hint = (f" {len(flat)} = {k_total} x 2 looks like x, y without the visibility v: add v after each pair "
+                "(v > 0 for a predicted point), or write loclab's format [[x, y], ...].") \
+            if isinstance(flat, list) and len(flat) == 2 * k_total else ""
         raise DataError(f"{where}: \"keypoints\" has {count}, expected {3 * k_total} numbers [x, y, v] x {k_total} "
-                        "(COCO results; the file's first record is in that format).")
+                        f"(COCO results; the file's first record is in that format).{hint}")
     bad = next((i for i, v in enumerate(flat) if not is_finite_number(v)), None)
     if bad is not None:
         raise DataError(f"{where}: keypoint {bad // 3} ({split.keypoint_names[bad // 3]}) has {flat[bad]!r}, "

@@ -30,7 +30,22 @@ from loclab.evaluation.keypoint_predictions import (  # noqa: F401  (read_keypoi
     prediction_records,
     read_keypoint_predictions,
 )
-from loclab.metrics.pck import DEFAULT_THRESHOLDS, KEYPOINT_NAMES, ArrayLike, keypoint_distances, pck_ambiguity_ceiling
+from loclab.evaluation.per_image import (
+    PER_IMAGE_FILE,
+    keypoint_per_image,
+    metric_intervals,
+    save_per_image,
+    with_intervals,
+)
+from loclab.metrics.bootstrap import BOOTSTRAP_RESAMPLES
+from loclab.metrics.pck import (
+    DEFAULT_THRESHOLDS,
+    KEYPOINT_NAMES,
+    ArrayLike,
+    keypoint_distances,
+    pck_ambiguity_ceiling,
+    pck_guessed_hand_labels,
+)
 from loclab.metrics.pck_instances import (
     Norm,
     best_pair_assignment,
@@ -116,6 +131,10 @@ def keypoint_metrics(
     identical_pairs: bool | None = None,
     data_format: str = "this",
     num_images: int | None = None,
+    instance_image: ArrayLike | None = None,
+    image_ids: Sequence[int] | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    per_image_path: Path | str | None = None,
 ) -> dict[str, Any]:
     """PCK report for ``predictions`` vs ``ground_truths``, both ``[M, K, 2]`` pixels, one row per instance.
 
@@ -127,9 +146,11 @@ def keypoint_metrics(
       ``None`` when the skeleton has no symmetric pair.
     * ``per_keypoint`` / ``per_keypoint_swap``: ``{name: {"0.05": fraction, ...}}`` (``None`` for a keypoint
       that is never labelled).
-    * ``ceiling``: :func:`pck_ambiguity_ceiling` of these ground truths, the best expected standard PCK of a
-      perfect localiser that must guess the hand labels; only for one pair drawn identically (``ceiling_note``
-      says why it is ``None`` otherwise).
+    * ``ceiling``: :func:`pck_ambiguity_ceiling` of these ground truths, the best expected standard PCK of any
+      predictor when the hand labels are a coin flip (it hedges: both hands at their midpoint where that is within
+      the threshold of both); ``guessed_labels``: :func:`pck_guessed_hand_labels`, the expected standard PCK of a
+      perfect localiser that guesses the labels instead. Both only for one pair drawn identically
+      (``ceiling_note`` says why they are ``None`` otherwise).
     * ``normalize_by``, ``pck_rule`` (the stated rule), ``thresholds`` (the keys, in order),
       ``mean_error_px`` / ``mean_error_px_swap`` (mean Euclidean distance over labelled, predicted keypoints),
       ``num_images``, ``num_instances``, ``keypoint_names``, ``swap_pairs`` (the pairs by name).
@@ -141,6 +162,13 @@ def keypoint_metrics(
     whether the pairs are drawn identically, which the ceiling needs; ``data_format`` names the data in the note.
     ``num_images`` defaults to ``M``. With every keypoint visible, at most one pair and a ``bbox``/``torso`` norm,
     every number is what the single-figure metrics of :mod:`loclab.metrics.pck` give.
+
+    Intervals (:mod:`loclab.evaluation.per_image`): with ``resamples`` (default 1,000; 0 leaves them out) the dict
+    has ``pck_ci95`` / ``pck_swap_ci95`` (``{"0.05": [low, high], ...}``, the swap one only with a pair),
+    ``mean_error_px_ci95`` / ``mean_error_px_swap_ci95`` (``[low, high]``) and ``bootstrap``: 95 % percentile
+    intervals over images, an image's instances resampled together. ``instance_image`` ``[M]`` gives each
+    instance's image in ``0..num_images-1`` (default: one image per instance), ``image_ids`` the images' ids
+    (default their positions). ``per_image_path``: where to write the per-image statistics.
     """
     rule = pck_rule(normalize_by)
     distances = keypoint_distances(predictions, ground_truths)  # validates shapes, M >= 1
@@ -171,6 +199,7 @@ def keypoint_metrics(
         "per_keypoint": {},
         "per_keypoint_swap": None,
         "ceiling": None,
+        "guessed_labels": None,
         "normalize_by": normalize_by,
         "pck_rule": rule,
         "thresholds": [threshold_key(t) for t in thresholds],
@@ -195,13 +224,25 @@ def keypoint_metrics(
         metrics["ceiling_note"] = "not computed for a pair norm"
     elif note is None:
         metrics["ceiling"] = _keyed(pck_ambiguity_ceiling(ground_truths, thresholds, norm, pairs[0]))
+        metrics["guessed_labels"] = _keyed(pck_guessed_hand_labels(ground_truths, thresholds, norm, pairs[0]))
+    if resamples or per_image_path is not None:
+        if image_ids is None:
+            image_ids = range(metrics["num_images"] if instance_image is not None else len(distances))
+        per_image = keypoint_per_image(predictions, ground_truths, thresholds, norm, image_ids,
+                                       threshold_keys=metrics["thresholds"], visible=visible, pairs=pairs,
+                                       matched=matched if pairs else None, instance_image=instance_image)
+        if per_image_path is not None:
+            save_per_image(per_image_path, per_image)
+        if resamples:
+            metrics = with_intervals(metrics, metric_intervals(per_image, resamples))
     return metrics
 
 
 # ------------------------------------------------------------------------------------------------ file scoring
 
 
-def score_keypoint_files(gt_path: Path | str, pred_path: Path | str, normalize_by: str = "bbox") -> dict:
+def score_keypoint_files(gt_path: Path | str, pred_path: Path | str, normalize_by: str = "bbox", *,
+                         resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
     """PCK of a prediction file (loclab's or COCO results) against a keypoint annotation file (reference or COCO).
 
     Images are not opened (``check_images=False``). Unlabelled keypoints (COCO ``v = 0``) are not scored;
@@ -217,7 +258,8 @@ def score_keypoint_files(gt_path: Path | str, pred_path: Path | str, normalize_b
     metrics = keypoint_metrics(matched.keypoints, split.keypoints.double(), normalize_by,
                                keypoint_names=split.keypoint_names, visible=split.visible,
                                symmetric_pairs=split.symmetric_pairs, identical_pairs=split.format == "reference",
-                               data_format=split.format, num_images=len(split))
+                               data_format=split.format, num_images=len(split), instance_image=split.instance_image,
+                               image_ids=[image.id for image in split.images], resamples=resamples)
     result = {**metrics, "gt_file": str(gt_path), "pred_file": str(pred_path), "gt_format": split.format}
     if matched.format != "loclab":
         result.update({"pred_format": matched.format, "unmatched_instances": matched.unmatched_instances,
@@ -238,7 +280,8 @@ def run_data_root(run_dir: Path, data_root: Path | str | None) -> Path:
 
 
 def evaluate_keypoint_run(
-    run_dir: Path | str, data_root: Path | str | None = None, normalize_by: str = "bbox"
+    run_dir: Path | str, data_root: Path | str | None = None, normalize_by: str = "bbox", *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
 ) -> dict[str, Any]:
     """Evaluate a trained keypoint run on the validation split and write its metrics, predictions and figures.
 
@@ -247,8 +290,10 @@ def evaluate_keypoint_run(
     config. Heatmap models are decoded twice: sub-pixel (the headline ``pck``/``pck_swap``) and plain argmax
     (``pck_argmax``, ``pck_swap_argmax``, ``mean_error_px_argmax``). Writes ``RUN/metrics.json`` and
     ``RUN/predictions.json`` (sub-pixel predictions in image pixels: loclab's format for the reference layout,
-    COCO results otherwise; both are what :func:`score_keypoint_files` reads) atomically (figures:
-    :func:`loclab.report.figures.write_keypoint_run_figures`). Returns the metrics dict.
+    COCO results otherwise; both are what :func:`score_keypoint_files` reads) atomically, and the per-image
+    statistics of the headline numbers, ``RUN/per_image.npz`` (intervals with ``resamples`` bootstrap resamples:
+    :func:`keypoint_metrics`) (figures: :func:`loclab.report.figures.write_keypoint_run_figures`). Returns the
+    metrics dict.
     """
     run_dir = Path(run_dir)
     config = read_json(run_dir / "config.json")
@@ -262,13 +307,16 @@ def evaluate_keypoint_run(
     gts = dataset.keypoints.double()
     options = {"keypoint_names": list(dataset.keypoint_names), "visible": dataset.visible,
                "symmetric_pairs": split.symmetric_pairs, "identical_pairs": split.format == "reference",
-               "data_format": split.format, "num_images": len(split)}
+               "data_format": split.format, "num_images": len(split), "instance_image": dataset.instance_image,
+               "image_ids": [image.id for image in split.images]}
     preds = predict_dataset(model, cfg, dataset, subpixel=True)  # image pixels, through each inverse crop
-    metrics = keypoint_metrics(preds, gts, normalize_by, **options)
+    metrics = keypoint_metrics(preds, gts, normalize_by, **options, resamples=resamples,
+                               per_image_path=run_dir / PER_IMAGE_FILE)
     is_heatmap = output_type(cfg) == "heatmap"
     metrics["decoding"] = "subpixel" if is_heatmap else "regression"
     if is_heatmap:
-        argmax = keypoint_metrics(predict_dataset(model, cfg, dataset, subpixel=False), gts, normalize_by, **options)
+        argmax = keypoint_metrics(predict_dataset(model, cfg, dataset, subpixel=False), gts, normalize_by, **options,
+                                  resamples=0)
         metrics["pck_argmax"] = argmax["pck"]
         metrics["pck_swap_argmax"] = argmax["pck_swap"]
         metrics["mean_error_px_argmax"] = argmax["mean_error_px"]
@@ -282,21 +330,28 @@ def evaluate_keypoint_run(
 
 
 def summary_line(metrics: dict[str, Any]) -> str:
-    """One line: ``heatmap  PCK@0.05 0.412  @0.1 0.731 ... | swap-aware @0.1 0.95 | ceiling @0.1 0.98 | 1.9 px``."""
-    def row(values: dict[str, float] | None) -> str:
-        return "  ".join(f"@{k} {v:.3f}" for k, v in (values or {}).items())
+    """One line: ``heatmap  PCK@0.05 0.412  @0.1 0.731 ... | swap-aware @0.1 0.95 | ceiling @0.1 0.98 | 1.9 px``;
+    a 95 % interval follows each number that has one (``[0.390, 0.433]``)."""
+    def interval(bounds: Sequence[float | None] | None, digits: int = 3) -> str:
+        if not bounds or None in bounds:
+            return ""
+        return f" [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+
+    def row(values: dict[str, float] | None, key: str | None = None) -> str:
+        intervals = (metrics.get(f"{key}_ci95") if key else None) or {}
+        return "  ".join(f"@{k} {v:.3f}{interval(intervals.get(k))}" for k, v in (values or {}).items())
 
     count = f"{metrics['num_images']} images"
     if metrics.get("num_instances", metrics["num_images"]) != metrics["num_images"]:
         count += f", {metrics['num_instances']} instances"
     parts = [f"{metrics.get('model', 'keypoints')} ({count}, norm {metrics['normalize_by']})",
-             f"PCK {row(metrics['pck'])}"]
+             f"PCK {row(metrics['pck'], 'pck')}"]
     if metrics.get("pck_swap"):
-        parts.append(f"swap-aware {row(metrics['pck_swap'])}")
+        parts.append(f"swap-aware {row(metrics['pck_swap'], 'pck_swap')}")
     if metrics.get("pck_argmax"):
         parts.append(f"argmax {row(metrics['pck_argmax'])}")
     if metrics.get("ceiling"):
         parts.append(f"ceiling {row(metrics['ceiling'])}")
     if metrics.get("mean_error_px") is not None:
-        parts.append(f"mean error {metrics['mean_error_px']:.2f} px")
+        parts.append(f"mean error {metrics['mean_error_px']:.2f}{interval(metrics.get('mean_error_px_ci95'), 2)} px")
     return " | ".join(parts)

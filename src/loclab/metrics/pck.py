@@ -12,7 +12,9 @@ Conventions (see ``docs/architecture.md``):
 
 The two hands are drawn identically and their angles share one distribution, so the "left"/"right" label is not
 recoverable from pixels. Besides standard PCK this module therefore offers a swap-aware PCK (the hand order is
-chosen per image) and the ceiling that standard PCK imposes on a perfect localiser that must guess the labels.
+chosen per image), the best expected standard PCK any predictor can reach when the labels are a coin flip (the
+ambiguity ceiling, reached by hedging between the hands where they are close) and the expected standard PCK of a
+perfect localiser that guesses the labels.
 """
 
 from __future__ import annotations
@@ -217,20 +219,125 @@ def pck_ambiguity_ceiling(
     normalize_by: NormalizeBy = "bbox",
     hand_indices: tuple[int, int] = HAND_INDICES,
 ) -> dict[float, float]:
-    """Best expected standard PCK of a perfect localiser that cannot tell the hands apart (exact expectation).
+    """Best expected standard PCK of any predictor when the hand labels are a coin flip (exact expectation).
 
     The figure generator (docs/data-formats.md, 'Stick figures') draws both arm angles from one distribution and
-    draws both hands identically, so the pixels do not reveal which hand carries the "left" label. Picture a localiser that puts
-    every keypoint exactly on a ground-truth position but must guess the hand labels. Given the pixels, both
-    label orders are equally likely (the distributions are symmetric), so every rule for choosing the order, in
-    particular one that maximises expected PCK, has the same expected score as a fair coin: order right with
-    probability 1/2, crossed with probability 1/2. That is the Bayes answer.
+    both hands identically, so the (left, right) pair is exchangeable and, given the pixels, each label order has
+    probability 1/2. A predictor sees the pixels only, so the best it can do is, per image, the prediction that
+    maximises the expected score over that coin flip. This function returns that maximum, averaged over images:
+    no predictor's *expected* standard PCK exceeds it (a realised score can, by lucky label guesses: see below).
 
-    Per image, the ``K - 2`` other keypoints are always correct. With the right order both hands are correct;
-    crossed, each hand is scored against the other hand's ground truth, both at distance
-    ``d = |hand_a - hand_b|``, so both are correct iff ``d / norm <= t``. Expected PCK per image is
-    ``(K - 2 + 1 + [d / norm <= t]) / K``; the result is its mean over images, one value per threshold.
-    :func:`pck_random_hand_labels` samples the same quantity.
+    Derivation. Take one image and threshold ``t``; let ``A``, ``B`` be the two ground-truth hand positions,
+    ``d = |A - B|``, and ``n1`` / ``n2`` the image's norm with the labels as given / exchanged (equal for the
+    ``bbox`` and ``torso`` norms of the stick figures' hands), ``r_i = t * n_i``. Score the other ``K - 2``
+    keypoints as perfectly predicted (always correct: distance 0). With predictions ``p`` (labelled ``hand_a``)
+    and ``q`` (``hand_b``) the expected number of correct hands is::
+
+        E = 1/2 ([|p - A| <= r1] + [|q - B| <= r1]) + 1/2 ([|p - B| <= r2] + [|q - A| <= r2])
+          = 1/2 f(p) + 1/2 g(q),   f(x) = [|x - A| <= r1] + [|x - B| <= r2],  g(x) = [|x - B| <= r1] + [|x - A| <= r2].
+
+    ``E`` separates into one term per prediction, so ``max E = (max f + max g) / 2``. ``f(A) >= 1``, and
+    ``f(x) = 2`` exactly when ``x`` lies in both the disc of radius ``r1`` around ``A`` and that of radius ``r2``
+    around ``B``, which meet iff ``d <= r1 + r2``; ``g`` likewise, with the radii exchanged and the same condition.
+    Hence::
+
+        max E = 1 + [d <= t * (n1 + n2)]      (= 1 + [d / norm <= 2t] when n1 = n2 = norm)
+
+    and the image's best expected PCK is ``(K - 1 + [d <= t * (n1 + n2)]) / K``. The optimum is reached by
+    :func:`hedged_hand_predictions`: when the discs meet, both hands at a point between the two ground-truth
+    hands (both at the midpoint for equal norms), which is correct whichever way the labels fall; otherwise one
+    prediction on each ground-truth hand (any labelling: each order scores 2 or 0, expectation 1). A perfect
+    localiser that guesses the labels (:func:`pck_guessed_hand_labels`) scores 2 hands only when ``d <= r``,
+    so it reaches this optimum only at images where the hands are within ``t * norm`` or beyond ``2 t * norm``;
+    between the two, hedging wins by one hand.
+
+    The value is an expectation over the images' label coin flips. A predictor that commits to a label order (one
+    prediction on each hand) in ``m`` images whose hands are more than ``t * norm`` apart scores 2 or 0 hands there
+    with probability 1/2 each, so on a fixed split its realised PCK scatters around its expectation with standard
+    deviation ``sqrt(m) / (N * K)`` and can exceed this value by about that much.
+
+    Args:
+        ground_truths: ``[N, K, 2]`` ground-truth ``(x, y)`` in pixels, ``N >= 1``.
+        thresholds, normalize_by: as :func:`compute_pck`.
+        hand_indices: the two keypoints whose labels are a coin flip.
+
+    Returns ``{threshold: best expected standard PCK}``.
+    """
+    expected = ceiling_correct_per_image(ground_truths, thresholds, normalize_by, hand_indices)
+    num_keypoints = _as_keypoints(ground_truths, "ground_truths").shape[1]
+    return {float(t): (expected[:, i] / num_keypoints).mean().item() for i, t in enumerate(thresholds)}
+
+
+def ceiling_correct_per_image(
+    ground_truths: ArrayLike,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    normalize_by: NormalizeBy = "bbox",
+    hand_indices: tuple[int, int] = HAND_INDICES,
+) -> Tensor:
+    """Expected correct keypoints of each image at the ambiguity ceiling, ``Tensor[N, T]`` float64 (``T`` thresholds
+    in the order given): ``K - 1 + [d <= t * (n1 + n2)]`` (:func:`pck_ambiguity_ceiling`, whose value per threshold
+    is the column mean divided by ``K``). Per image, it pairs with a model's correct keypoints on the same image."""
+    gt = _as_keypoints(ground_truths, "ground_truths")
+    if gt.shape[0] == 0:
+        raise ValueError("PCK needs at least one image, got N = 0")
+    num_keypoints = gt.shape[1]
+    _check_hands(hand_indices, num_keypoints)
+    hedged = _hedgeable(gt, thresholds, normalize_by, hand_indices)
+    # E[#correct] = (K - 2) others + 1 (one hand for sure) + [both hands can be hit from one point]
+    return torch.stack([num_keypoints - 1 + c.double() for c in hedged.values()], dim=1)
+
+
+def _hedgeable(gt: Tensor, thresholds: Sequence[float], normalize_by: NormalizeBy,
+               hand_indices: tuple[int, int]) -> dict[float, Tensor]:
+    """``{t: bool Tensor[N]}``: whether one point is within ``t`` of both hands under either labelling, i.e.
+    ``d <= t * (n1 + n2)`` (:func:`pck_ambiguity_ceiling`), through the one ``<=`` rule of :func:`_correct`."""
+    a, b = hand_indices
+    norms_sum = keypoint_norms(gt, normalize_by) + keypoint_norms(swap_hands(gt, hand_indices), normalize_by)
+    distance = torch.linalg.vector_norm(gt[:, a] - gt[:, b], dim=-1)
+    return _correct(distance / norms_sum, thresholds)
+
+
+def hedged_hand_predictions(
+    ground_truths: ArrayLike,
+    threshold: float,
+    normalize_by: NormalizeBy = "bbox",
+    hand_indices: tuple[int, int] = HAND_INDICES,
+) -> Tensor:
+    """Predictions ``[N, K, 2]`` float64 that reach :func:`pck_ambiguity_ceiling` at ``threshold``.
+
+    Every keypoint is its ground truth, except that in images where the hedge pays (``d <= t * (n1 + n2)``, see
+    :func:`pck_ambiguity_ceiling`) the hands move onto the segment between them: ``hand_a`` at fraction
+    ``n1 / (n1 + n2)`` from ``hand_a``'s ground truth, ``hand_b`` at fraction ``n2 / (n1 + n2)``. Each is then
+    correct whichever way the labels fall; both are at the midpoint when the norm does not depend on the labels
+    (``bbox``, and ``torso`` for the hands).
+    """
+    gt = _as_keypoints(ground_truths, "ground_truths")
+    _check_hands(hand_indices, gt.shape[1])
+    a, b = hand_indices
+    n1, n2 = keypoint_norms(gt, normalize_by), keypoint_norms(swap_hands(gt, hand_indices), normalize_by)
+    hedge = _hedgeable(gt, [threshold], normalize_by, hand_indices)[float(threshold)]
+    out = gt.clone()
+    for k, fraction in ((a, n1 / (n1 + n2)), (b, n2 / (n1 + n2))):
+        point = gt[:, a] + (gt[:, b] - gt[:, a]) * fraction[:, None]
+        out[hedge, k] = point[hedge]
+    return out
+
+
+def pck_guessed_hand_labels(
+    ground_truths: ArrayLike,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    normalize_by: NormalizeBy = "bbox",
+    hand_indices: tuple[int, int] = HAND_INDICES,
+) -> dict[float, float]:
+    """Expected standard PCK of a perfect localiser that guesses the hand labels (exact expectation).
+
+    Every keypoint is put exactly on a ground-truth position and the hand order is a fair coin (every rule for
+    choosing it has that expectation, since the pixels do not reveal it). Per image the ``K - 2`` other keypoints
+    are correct; with the right order both hands are; crossed, each hand is scored against the other's ground
+    truth at distance ``d = |hand_a - hand_b|``, so both are correct iff ``d / norm <= t``. Expected PCK per image is
+    ``(K - 1 + [d / norm <= t]) / K``; the result is its mean over images. It is below
+    :func:`pck_ambiguity_ceiling` wherever the hands are between ``t`` and ``2t`` norms apart, because hedging beats
+    guessing there. :func:`pck_random_hand_labels` samples the same quantity.
     """
     gt = _as_keypoints(ground_truths, "ground_truths")
     if gt.shape[0] == 0:
@@ -256,7 +363,7 @@ def pck_random_hand_labels(
     """Standard PCK of perfect predictions whose hand labels are exchanged in a random half of the images.
 
     Each image's hands are exchanged independently with probability 1/2 (``torch.Generator`` seeded with
-    ``seed``, so the result is deterministic). A Monte-Carlo check of :func:`pck_ambiguity_ceiling`.
+    ``seed``, so the result is deterministic). A Monte-Carlo check of :func:`pck_guessed_hand_labels`.
     """
     gt = _as_keypoints(ground_truths, "ground_truths")
     _check_hands(hand_indices, gt.shape[1])

@@ -102,11 +102,26 @@ def _ratios(pred: Tensor, gt: Tensor, norms: Tensor) -> Tensor:
     return torch.linalg.vector_norm(pred - gt, dim=-1) / norms[:, None]
 
 
-def _fraction(correct: Tensor, scored: Tensor) -> float:
-    count = int(scored.sum())
-    if count == 0:
+def pck_hits(
+    predictions: ArrayLike, ground_truths: ArrayLike, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    normalize_by: Norm = "bbox", *, visible: ArrayLike | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per instance: its correct scored keypoints at each threshold, int64 ``[M, T]``, and its scored keypoints,
+    int64 ``[M]``. :func:`compute_pck_visible` is ``hits.sum(0) / scored.sum()``; the bootstrap
+    (:mod:`loclab.metrics.bootstrap`) resamples these counts."""
+    pred, gt = _as_pair(predictions, ground_truths)
+    mask = _visible(visible, tuple(gt.shape[:2]))
+    scored = scored_keypoints(gt, mask, normalize_by)
+    ratios = _ratios(pred, gt, instance_norms(gt, mask, normalize_by))
+    hits = [(c & scored).sum(dim=1) for c in _correct(ratios, thresholds).values()]
+    return torch.stack(hits, dim=1) if hits else torch.zeros(gt.shape[0], 0, dtype=torch.int64), scored.sum(dim=1)
+
+
+def _fractions(hits: Tensor, scored: Tensor, thresholds: Sequence[float]) -> dict[float, float]:
+    total = int(scored.sum())
+    if total == 0:
         raise ValueError("PCK needs at least one labelled keypoint to score, found none")
-    return float((correct & scored).sum()) / count
+    return {float(t): float(hits[:, i].sum()) / total for i, t in enumerate(thresholds)}
 
 
 def compute_pck_visible(
@@ -121,9 +136,7 @@ def compute_pck_visible(
     mask = _visible(visible, tuple(gt.shape[:2]))
     if _plain(mask, normalize_by):
         return compute_pck(pred, gt, thresholds, normalize_by)
-    scored = scored_keypoints(gt, mask, normalize_by)
-    ratios = _ratios(pred, gt, instance_norms(gt, mask, normalize_by))
-    return {t: _fraction(c, scored) for t, c in _correct(ratios, thresholds).items()}
+    return _fractions(*pck_hits(pred, gt, thresholds, normalize_by, visible=mask), thresholds)
 
 
 def compute_pck_per_keypoint_visible(
@@ -166,6 +179,18 @@ def compute_pck_pair_aware(
         return compute_pck_visible(pred, gt, thresholds, normalize_by, visible=mask)
     if len(checked) == 1 and _plain(mask, normalize_by):
         return compute_pck_swap_aware(pred, gt, thresholds, normalize_by, checked[0])
+    return _fractions(*pck_hits_pair_aware(pred, gt, checked, thresholds, normalize_by, visible=mask), thresholds)
+
+
+def pck_hits_pair_aware(
+    predictions: ArrayLike, ground_truths: ArrayLike, pairs: Pairs, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    normalize_by: Norm = "bbox", *, visible: ArrayLike | None = None,
+) -> tuple[Tensor, Tensor]:
+    """:func:`pck_hits` for :func:`compute_pck_pair_aware`: per instance, correct keypoints with each pair counted
+    in its better order, int64 ``[M, T]``, and scored keypoints, int64 ``[M]`` (the same as :func:`pck_hits`')."""
+    pred, gt = _as_pair(predictions, ground_truths)
+    checked = check_pairs(pairs, gt.shape[1])
+    mask = _visible(visible, tuple(gt.shape[:2]))
     scored = scored_keypoints(gt, mask, normalize_by)
     norms = instance_norms(gt, mask, normalize_by)
     order = partner_order(gt.shape[1], checked)
@@ -173,18 +198,16 @@ def compute_pck_pair_aware(
     crossed_ok = _correct(_ratios(pred, gt[:, order], norms), thresholds)  # prediction k vs ground truth order[k]
     paired = {i for pair in checked for i in pair}
     unpaired = [k for k in range(gt.shape[1]) if k not in paired]
-    total = int(scored.sum())
-    if total == 0:
-        raise ValueError("PCK needs at least one labelled keypoint to score, found none")
-    result = {}
+    columns = []
     for t in given_ok:
-        hits = (given_ok[t][:, unpaired] & scored[:, unpaired]).sum()
+        hits = (given_ok[t][:, unpaired] & scored[:, unpaired]).sum(dim=1)
         for a, b in checked:
             as_given = (given_ok[t][:, a] & scored[:, a]).long() + (given_ok[t][:, b] & scored[:, b]).long()
             crossed = (crossed_ok[t][:, a] & scored[:, b]).long() + (crossed_ok[t][:, b] & scored[:, a]).long()
-            hits = hits + torch.maximum(as_given, crossed).sum()
-        result[t] = float(hits) / total
-    return result
+            hits = hits + torch.maximum(as_given, crossed)
+        columns.append(hits)
+    hits = torch.stack(columns, dim=1) if columns else torch.zeros(gt.shape[0], 0, dtype=torch.int64)
+    return hits, scored.sum(dim=1)
 
 
 def best_pair_assignment(
@@ -219,6 +242,17 @@ def best_pair_assignment(
         swaps.append(swapped)
     swapped_all = torch.stack(swaps, dim=1) if swaps else torch.zeros(gt.shape[0], 0, dtype=torch.bool)
     return reordered, swapped_all
+
+
+def error_sums(predictions: ArrayLike, ground_truths: ArrayLike, *,
+               visible: ArrayLike | None = None) -> tuple[Tensor, Tensor]:
+    """Per instance: the summed pixel distance of its labelled keypoints with a (finite) prediction, float64
+    ``[M]``, and their number, int64 ``[M]``; :func:`mean_error_px` is their ratio over all instances."""
+    pred, gt = _as_pair(predictions, ground_truths)
+    distances = torch.linalg.vector_norm(pred - gt, dim=-1)
+    mask = _visible(visible, tuple(gt.shape[:2]))
+    keep = distances.isfinite() if mask is None else distances.isfinite() & mask
+    return torch.where(keep, distances, torch.zeros((), dtype=torch.float64)).sum(dim=1), keep.sum(dim=1)
 
 
 def mean_error_px(predictions: ArrayLike, ground_truths: ArrayLike, *, visible: ArrayLike | None = None) -> float | None:

@@ -45,24 +45,25 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Pairwise intersection-over-union.
 
     Args:
-        boxes1 (Tensor[N, 4]): boxes in ``(x1, y1, x2, y2)`` format, ``x1 <= x2``, ``y1 <= y2``.
-        boxes2 (Tensor[M, 4]): boxes in the same format.
+        boxes1 (Tensor[..., N, 4]): boxes in ``(x1, y1, x2, y2)`` format, ``x1 <= x2``, ``y1 <= y2``.
+        boxes2 (Tensor[..., M, 4]): boxes in the same format; leading dimensions (a batch of images, say)
+            broadcast against those of ``boxes1``.
 
     Returns:
-        Tensor[N, M]: IoU of every pair, in ``[0, 1]``. ``N`` or ``M`` may be 0. A pair whose union is empty
+        Tensor[..., N, M]: IoU of every pair, in ``[0, 1]``. ``N`` or ``M`` may be 0. A pair whose union is empty
         (two degenerate boxes) has IoU 0 rather than NaN. Integer inputs give a floating-point result.
     """
     area1 = box_area(boxes1)
     area2 = box_area(boxes2)
-    lt = torch.maximum(boxes1[:, None, :2], boxes2[None, :, :2])  # [N, M, 2]
-    rb = torch.minimum(boxes1[:, None, 2:], boxes2[None, :, 2:])  # [N, M, 2]
+    lt = torch.maximum(boxes1[..., :, None, :2], boxes2[..., None, :, :2])  # [..., N, M, 2]
+    rb = torch.minimum(boxes1[..., :, None, 2:], boxes2[..., None, :, 2:])  # [..., N, M, 2]
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
-    union = area1[:, None] + area2[None, :] - inter
+    union = area1[..., :, None] + area2[..., None, :] - inter
     if not union.is_floating_point():
         inter, union = inter.float(), union.float()
     # inter <= union always, so an empty union means an empty intersection: dividing by 1 there gives 0.
-    return inter / torch.where(union > 0, union, torch.ones_like(union))
+    return inter / torch.where(union > 0, union, 1.0)
 
 
 def box_iou_numpy(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:

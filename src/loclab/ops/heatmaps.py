@@ -104,7 +104,7 @@ def decode_heatmaps_argmax(heatmaps: Tensor, image_size: Size) -> tuple[Tensor, 
 
 def _map_size(heatmaps: Tensor) -> Size:
     """The side of square maps (the original int path), else ``(W, H)``."""
-    height, width = heatmaps.shape[-2:]
+    height, width = (int(n) for n in heatmaps.shape[-2:])  # ints even where an ONNX trace gives size tensors
     return width if width == height else (width, height)
 
 
@@ -143,6 +143,6 @@ def _log_parabola_offset(maps: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
     tiny = torch.finfo(maps.dtype).tiny
     log_l, log_c, log_r = (torch.log(v.clamp(min=tiny)) for v in (left, centre, right))
     curvature = log_l - 2 * log_c + log_r
-    usable &= curvature < 0
+    usable = usable & (curvature < 0)  # not &=: ONNX has no in-place and
     offset = 0.5 * (log_l - log_r) / torch.where(usable, curvature, torch.ones_like(curvature))
     return torch.where(usable, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))

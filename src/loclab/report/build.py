@@ -9,8 +9,14 @@ from typing import Any
 
 from loclab.analysis.sizes import BUCKET_RULE
 from loclab.engine.rundir import write_json
+from loclab.evaluation.per_image import PER_IMAGE_FILE, PerImageError, load_per_image
+from loclab.evaluation.significance import class_extremes
 from loclab.report import conclusions
+from loclab.report.ablation_sections import anchor_ablation_section, keypoint_ablation_section
 from loclab.report.document import Bullets, Code, Document, Heading, Paragraph, Table, render_html, render_markdown
+from loclab.report.numbers_text import anchor_sizes as _anchors
+from loclab.report.numbers_text import bracket, difference_cell
+from loclab.report.numbers_text import number as _f
 from loclab.report.seeds import SEED_DETECTION_AP, SEED_DETECTION_MAP, SEED_HEATMAP_PCK, SEED_REGRESSION_PCK_TABLE
 
 THRESHOLDS = ("0.05", "0.1", "0.15", "0.2")
@@ -20,8 +26,6 @@ def _load(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _f(x: Any, digits: int = 3) -> str:
-    return "—" if x is None else f"{x:.{digits}f}"
 
 
 STAGE_ORDER = ("data", "detector", "heatmap", "regression", "comparison", "anchor_ablation", "keypoint_ablation")
@@ -70,6 +74,7 @@ def _setup(doc: Document, s: StudyFiles) -> None:
         ("overrides", ", ".join(s.config.get("overrides", [])) or "none"),
         ("data", f"{s.config.get('data_root', '?')} ({'; '.join(f'{k}: {x}' for k, x in (s.data or {}).items() if isinstance(x, str)) or 'as found'})"),
         ("seeds", ", ".join(f"{k} {x}" for k, x in v.get("seeds", {}).items())),
+        ("training seeds per ablation trial", str((study.get("ablation") or {}).get("seeds", 1))),
         ("code version", str(v.get("code_version", "?"))),
         ("torch / python", f"{v.get('torch', '?')} / {v.get('python', '?')}"),
         ("machine", str(v.get("machine", "?"))),
@@ -136,7 +141,7 @@ def _detection(doc: Document, s: StudyFiles) -> None:
     doc.figure(vis / "object_sizes.png", "Object size (sqrt of box area) by class, with the size-bucket edges")
     doc.add(Heading("Learned features", 3))
     doc.figure(vis / "feature_maps.png", "Mean activation of each scale's features for one validation image")
-    _anchor_ablation(doc, s)
+    anchor_ablation_section(doc, s.anchor_ablation, s.out / "ablations" / "anchors", s.out)
 
 
 def _scale_table(doc: Document, m: dict, vis: Path) -> None:
@@ -176,52 +181,10 @@ def _coverage(doc: Document, m: dict, vis: Path) -> None:
     doc.figure(vis / "anchors_on_image.png", "Anchors of each scale drawn at their true size")
 
 
-def _anchors(sizes: list | None, digits: int = 1) -> str:
-    """Anchor sizes (or ratios) as a nested list rounded to ``digits``: fitted anchors are k-means centres with
-    many decimals; the course's whole-pixel anchors print as before."""
-    return str(sizes) if sizes is None else str([[round(a, digits) for a in scale] for scale in sizes])
-
-
 def _bucket_note(table: dict) -> str:
     """The size-bucket rule for a caption, where it is not the course's fixed one (which the report's readers know)."""
     rule = table.get("bucket_rule")
     return f"; size buckets: {rule}" if rule and rule != BUCKET_RULE else ""
-
-
-def _anchor_ablation(doc: Document, s: StudyFiles) -> None:
-    a = s.anchor_ablation
-    doc.add(Heading("Anchor ablation", 3))
-    if not a:
-        doc.add(Paragraph("The anchor ablation has not run."))
-        return
-    classes = list(a["rows"][0]["AP50"])
-    rows, buckets = [], ("small", "medium", "large")
-    for r in a["rows"]:
-        table = r.get("scale_specialisation") or {}
-        buckets = table.get("buckets", buckets)
-        counts = table.get("confident", {}).get("tp_counts")
-        diag = "/".join(str(counts[i][i]) for i in range(min(len(counts), len(counts[0])))) if counts else "—"
-        bpr = r.get("best_possible_recall") or {}
-        rows.append((r["trial"], _anchors(r["anchor_sizes"]), _f(r["mAP50"]), *(_f(r["AP50"][c]) for c in classes),
-                     diag, ", ".join(_f(x, 2) for x in bpr.get("per_bucket", [])) or "—"))
-    diagonal = "/".join(f"S{i + 1}-{b}" for i, b in enumerate(buckets))
-    length = f"{a['steps']} optimiser steps" if a.get("steps") else f"{a['epochs']} epochs"  # own data: steps
-    caption = f"Each anchor set trained for {length} with the same recipe"
-    if a.get("descriptions"):  # own data: default vs fitted anchors
-        described = "; ".join(f"{name}: {text}" for name, text in a["descriptions"].items())
-        caption += f" ({described}); each trial's size buckets follow its own anchors"
-    doc.add(Table(("trial", "anchors", "mAP@0.5", *classes, f"TPs {diagonal}", "best possible recall"),
-                  tuple(rows), caption=caption + _reused_note(a, s.out / "ablations" / "anchors", s.out)))
-
-
-def _reused_note(ablation: dict[str, Any], grid: Path, out: Path) -> str:
-    """Which trials are a finished run of the study standing in (same config and data), for a caption."""
-    notes = []
-    for name, run in (ablation.get("reused_runs") or {}).items():
-        path = (grid / run).resolve()
-        shown = path.relative_to(out.resolve()) if path.is_relative_to(out.resolve()) else path
-        notes.append(f"; trial {name} is the run in {shown}/ (identical config and data), not trained twice")
-    return "".join(notes)
 
 
 def _keypoints(doc: Document, s: StudyFiles) -> None:
@@ -245,24 +208,32 @@ def _keypoints(doc: Document, s: StudyFiles) -> None:
                           "the two identically drawn hands match in either order (the better one counts)."))
     rows = []
     for name, m in c["models"].items():
-        rows.append((f"{name} (standard)", *(_f(m["pck"][t]) for t in THRESHOLDS)))
+        rows.append((f"{name} (standard)", *(_with_ci(m, "pck", t) for t in THRESHOLDS)))
         if m.get("pck_swap") is not None:
-            rows.append((f"{name} (swap-aware)", *(_f(m["pck_swap"][t]) for t in THRESHOLDS)))
+            rows.append((f"{name} (swap-aware)", *(_with_ci(m, "pck_swap", t) for t in THRESHOLDS)))
         if m.get("pck_argmax") is not None:
             rows.append((f"{name} (argmax decoding)", *(_f(m["pck_argmax"][t]) for t in THRESHOLDS)))
-    if c.get("ceiling"):
-        rows.append(("ambiguity ceiling (perfect localiser, unknown hand labels)", *(_f(c["ceiling"][t]) for t in THRESHOLDS)))
+    if c.get("ceiling"):  # a comparison without "guessed_labels" predates the real ceiling: its "ceiling" is that
+        label = ("ambiguity ceiling (best expected standard PCK, hand labels a coin flip)" if "guessed_labels" in c
+                 else "perfect localiser guessing the hand labels (expected)")
+        rows.append((label, *(_f(c["ceiling"][t]) for t in THRESHOLDS)))
+    if c.get("guessed_labels"):
+        rows.append(("perfect localiser guessing the hand labels (expected)",
+                     *(_f(c["guessed_labels"][t]) for t in THRESHOLDS)))
     if not s.own_data:  # the course reports' numbers
         for name, v in SEED_HEATMAP_PCK.items():
             rows.append((f"{name} heatmap (quoted)", *(_f(v[t]) for t in THRESHOLDS)))
         for name, v in SEED_REGRESSION_PCK_TABLE.items():
             rows.append((f"{name} regression (quoted)", *(_f(v[t]) for t in THRESHOLDS)))
-    doc.add(Table(("method", *(f"PCK@{t}" for t in THRESHOLDS)), tuple(rows)))
+    doc.add(Table(("method", *(f"PCK@{t}" for t in THRESHOLDS)), tuple(rows),
+                  caption="PCK with its 95 % bootstrap interval over the validation images, where recorded"))
+    _differences(doc, c.get("differences"))
     if not c.get("ceiling") and s.own_data:
         note = c.get("ceiling_note") or "not computed for this dataset"
         doc.add(Paragraph(f"No ambiguity ceiling for this dataset ({note})."))
     vis = s.out / "keypoints" / "visualizations"
-    doc.figure(vis / "pck_curves.png", "PCK curves: standard (solid), swap-aware (dashed), ambiguity ceiling (dotted)")
+    doc.figure(vis / "pck_curves.png", "PCK curves: standard (solid), swap-aware (dashed), ambiguity ceiling (dotted), "
+                                       "perfect localiser guessing the hand labels (dash-dotted)")
     names = list(c["models"]["heatmap"]["per_keypoint"])
     doc.add(Table(("keypoint", *(f"{m} PCK@0.1" for m in c["models"])),
                   tuple((k, *(_f((c["models"][m]["per_keypoint"][k] or {}).get("0.1")) for m in c["models"]))
@@ -285,29 +256,34 @@ def _keypoints(doc: Document, s: StudyFiles) -> None:
                "Predicted heatmaps of fixed validation images across epochs")
     doc.add(Heading("Predictions", 3))
     doc.figure(vis / "method_comparison.png", "Ground truth green circles, predictions red crosses, errors dashed")
-    _keypoint_ablation(doc, s)
+    keypoint_ablation_section(doc, s.keypoint_ablation, s.out / "ablations" / "keypoints", s.out)
     _failures(doc, c, vis)
 
 
-def _keypoint_ablation(doc: Document, s: StudyFiles) -> None:
-    a = s.keypoint_ablation
-    doc.add(Heading("Ablations: heatmap resolution, sigma, skip connections", 3))
-    if not a:
-        doc.add(Paragraph("The keypoint ablation has not run."))
+def _with_ci(m: dict[str, Any], key: str, t: str) -> str:
+    """``"0.845 [0.826, 0.864]"``: a PCK value and its interval from the run's metrics, where it has one."""
+    interval = bracket((m.get(f"{key}_ci95") or {}).get(t))
+    return f"{_f(m[key][t])} {interval}".strip()
+
+
+def _differences(doc: Document, differences: dict[str, Any] | None) -> None:
+    """Paired differences on the same validation images: heatmap minus regression, heatmap minus the ceiling."""
+    if not differences:
         return
-    length = f"{a['steps']} optimiser steps" if a.get("steps") else f"{a['epochs']} epochs"
-    doc.add(Paragraph(f"Judged by {a['judged_by']}. Each setting trained for {length}"
-                      f"{_reused_note(a, s.out / 'ablations' / 'keypoints', s.out)}."))
+    if differences.get("note"):
+        doc.add(Paragraph(f"No paired differences: {differences['note'].removeprefix('no paired differences: ')}."))
+        return
     rows = []
-    for factor, data in a["factors"].items():
-        for r in data["rows"]:
-            rows.append((factor.replace("_", " "), r["setting"] + (" ★" if r["setting"] == data["best"] else ""),
-                         *(_f(r["pck"][t]) for t in ("0.05", "0.1")),
-                         *(_f((r["pck_swap"] or {}).get(t)) for t in ("0.05", "0.1")),
-                         _f(r.get("val_mse"), 5)))
-    doc.add(Table(("factor", "setting", "PCK@0.05", "PCK@0.1", "swap-aware @0.05", "swap-aware @0.1", "val MSE (secondary)"),
-                  tuple(rows)))
-    doc.figure(s.out / "ablations" / "keypoints" / "visualizations" / "ablation.png", "Ablations judged by PCK")
+    labels = {"heatmap_vs_regression": "heatmap − regression", "heatmap_vs_ceiling": "heatmap − ambiguity ceiling"}
+    for name, label in labels.items():
+        for key, kind in (("pck", "standard"), ("pck_swap", "swap-aware")):
+            records = (differences.get(name) or {}).get(key)
+            if records:
+                rows.append((f"{label} ({kind})", *(difference_cell(records.get(t)) for t in THRESHOLDS)))
+    if rows:
+        doc.add(Table(("difference", *(f"Δ PCK@{t} [95 % CI]" for t in THRESHOLDS)), tuple(rows),
+                      caption="Paired bootstrap over the same validation images; (n.s.): the interval contains 0, "
+                              "no significant difference"))
 
 
 def _failures(doc: Document, c: dict, vis: Path) -> None:
@@ -329,9 +305,22 @@ def _failures(doc: Document, c: dict, vis: Path) -> None:
     doc.figure(vis / "failure_cases.png", "Failure examples per type (failing keypoints marked)")
 
 
+def _class_ranking(s: StudyFiles) -> dict[str, Any] | None:
+    """Which detection class is significantly the easiest / hardest, from the detector run's per-image statistics
+    (None when the run has none)."""
+    path = s.out / "detector" / PER_IMAGE_FILE
+    if not s.detector or not s.detector.get("AP50") or not path.is_file():
+        return None
+    try:
+        return class_extremes(load_per_image(path), s.detector["AP50"])
+    except PerImageError:
+        return None
+
+
 def _conclusions(doc: Document, s: StudyFiles) -> None:
     own = bool(s.own_data)  # a user's dataset: no comparison with the course reports' numbers
-    items = (conclusions.detection(s.detector, quote_reports=not own) + conclusions.scale(s.detector)
+    items = (conclusions.detection(s.detector, quote_reports=not own, class_ranking=_class_ranking(s))
+             + conclusions.scale(s.detector)
              + conclusions.coverage(s.detector) + conclusions.anchor_ablation(s.anchor_ablation)
              + conclusions.keypoints(s.comparison, quote_reports=not own) + conclusions.ablations(s.keypoint_ablation)
              + list(dict.fromkeys(s.skipped.values())))

@@ -212,8 +212,9 @@ def write_comparison_figures(keypoint_dir: Path, data_root: Path) -> list[Path]:
         curves[f"{name} standard"] = {float(t): v for t, v in m["pck"].items()}
         if m.get("pck_swap"):  # None for a skeleton without symmetric pairs
             curves[f"{name} swap-aware"] = {float(t): v for t, v in m["pck_swap"].items()}
-    ceiling = {float(t): v for t, v in comparison["ceiling"].items()} if comparison.get("ceiling") else None
-    written = [plot_pck_curves(curves, out / "pck_curves.png", ceiling=ceiling,
+    ceiling, guessed = ({float(t): v for t, v in comparison[key].items()} if comparison.get(key) else None
+                        for key in ("ceiling", "guessed_labels"))
+    written = [plot_pck_curves(curves, out / "pck_curves.png", ceiling=ceiling, guessed_labels=guessed,
                                title="PCK on the validation split: heatmap vs regression")]
     split = keypoint_split(data_root, "val")
     preds = {m: read_keypoint_predictions(keypoint_dir / m / "predictions.json", split) for m in ("heatmap", "regression")}

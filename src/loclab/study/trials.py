@@ -4,7 +4,9 @@ Ablation trials are independent runs, each in its own directory, so they can run
 processes (``AblationConfig.workers``) or be scheduled by any cluster engine: a trial is fully
 described by ``(task config, data root, run directory)`` — see :func:`run_trial`. A trial whose config
 and data equal those of a run that already finished (the study's own detector or heatmap run, say) is
-not trained again: the finished run stands in for it (:func:`matching_runs`).
+not trained again: the finished run stands in for it (:func:`matching_runs`). With ``AblationConfig.seeds`` = N,
+every trial is N runs, ``OUT/<trial>`` and ``OUT/<trial>_seed1`` .. ``_seed<N-1>``
+(:func:`loclab.analysis.ablation.seeded_trials`), each resumed, reused or trained like any other.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import torch
 from loclab.analysis.ablation import (
     anchor_ablation_trials,
     keypoint_ablation_trials,
+    runs_by_trial,
+    seeded_trials,
     summarise_anchor_ablation,
     summarise_keypoint_ablation,
 )
@@ -38,6 +42,7 @@ from loclab.engine.rundir import read_json, write_json
 from loclab.engine.tasks import train_detector_on_root, train_keypoints_on_root
 from loclab.errors import ConfigError
 from loclab.recipes import resolve_study_config
+from loclab.study.ablation_intervals import anchor_ablation_intervals, keypoint_ablation_intervals
 
 
 def detector_trial(cfg: DetectorConfig, data_root: Path, run_dir: Path, *, progress: bool = True,
@@ -68,11 +73,15 @@ def keypoint_trial(cfg: KeypointConfig, data_root: Path, run_dir: Path, *, progr
 
 def trial_metrics(task: str, run_dir: Path) -> dict[str, Any]:
     """What a trial reports, read from its finished run: ``metrics.json`` plus the training time (and, for
-    keypoint runs, the best validation loss) from ``training_log.json``."""
+    keypoint runs, the best validation loss) from ``training_log.json``, and the training seed from
+    ``config.json``."""
     log = read_json(Path(run_dir) / "training_log.json")
     out = {**read_json(Path(run_dir) / "metrics.json"), "train_time_s": sum(r["train_time_s"] for r in log)}
     if task != "detector":
         out["val_loss"] = min(r["val"]["loss_total"] for r in log)
+    recorded = read_json(Path(run_dir) / "config.json") if (Path(run_dir) / "config.json").is_file() else {}
+    section = recorded.get("detector" if task == "detector" else "keypoints") or {}
+    out["seed"] = section.get("train", {}).get("seed")
     return out
 
 
@@ -187,7 +196,8 @@ def _run_trials(task: str, configs: dict[str, Any], data_root: Path, out: Path, 
 def anchor_ablation(base: DetectorConfig, ablation: AblationConfig, data_root: Path, out: Path,
                     finished: Iterable[Path] = (), *, configs: Mapping[str, DetectorConfig] | None = None,
                     extra: Mapping[str, Any] | None = None, **engine: Any) -> dict[str, Any]:
-    """Train the detector with each anchor set; write ``anchor_ablation.json`` side by side.
+    """Train the detector with each anchor set; write ``anchor_ablation.json`` side by side, with intervals and
+    paired comparisons against the default anchors (:mod:`loclab.study.ablation_intervals`).
 
     ``finished``: runs that may stand in for identical trials (:func:`matching_runs`).
     ``configs``: the trials ``{name: config}`` (default :func:`anchor_ablation_trials` of ``base``; a trial named
@@ -195,9 +205,12 @@ def anchor_ablation(base: DetectorConfig, ablation: AblationConfig, data_root: P
     ``engine``: :func:`run_grid`'s ``engine`` / ``ray_address`` / ``ray_cpus_per_trial``.
     """
     configs = dict(configs) if configs is not None else anchor_ablation_trials(base, ablation)
-    reuse = _usable(matching_runs("detector", configs, data_root, finished), out)
-    metrics = run_grid("detector", configs, data_root, out, ablation.workers, reuse=reuse, **engine)
-    summary = summarise_anchor_ablation(configs, metrics) | dict(extra or {}) | {"reused_runs": _reused(reuse, out)}
+    runs = seeded_trials(configs, ablation.seeds)
+    reuse = _usable(matching_runs("detector", runs, data_root, finished), out)
+    metrics = run_grid("detector", runs, data_root, out, ablation.workers, reuse=reuse, **engine)
+    summary = (summarise_anchor_ablation(configs, runs_by_trial(list(configs), metrics, ablation.seeds))
+               | dict(extra or {}) | {"reused_runs": _reused(reuse, out)})
+    summary = anchor_ablation_intervals(summary, out)
     write_json(out / "anchor_ablation.json", summary)
     return summary
 
@@ -205,7 +218,8 @@ def anchor_ablation(base: DetectorConfig, ablation: AblationConfig, data_root: P
 def keypoint_ablation(base: KeypointConfig, ablation: AblationConfig, data_root: Path, out: Path,
                       finished: Iterable[Path] = (), *, extra: Mapping[str, Any] | None = None,
                       **engine: Any) -> dict[str, Any]:
-    """Heatmap resolution, sigma and skip grid; writes ``baseline_results.json`` and the ablation plot.
+    """Heatmap resolution, sigma and skip grid; writes ``baseline_results.json`` (with intervals and paired
+    comparisons, :mod:`loclab.study.ablation_intervals`) and the ablation plot.
 
     ``finished``: runs that may stand in for identical trials (:func:`matching_runs`).
     ``extra``: more keys for the summary.
@@ -214,10 +228,12 @@ def keypoint_ablation(base: KeypointConfig, ablation: AblationConfig, data_root:
     from loclab.report.figures import write_ablation_figures
 
     configs = keypoint_ablation_trials(base, ablation)
-    reuse = _usable(matching_runs("keypoints", configs, data_root, finished), out)
-    metrics = run_grid("keypoints", configs, data_root, out, ablation.workers, reuse=reuse, **engine)
-    summary = (summarise_keypoint_ablation(base, ablation, metrics) | dict(extra or {})
-               | {"reused_runs": _reused(reuse, out)})
+    runs = seeded_trials(configs, ablation.seeds)
+    reuse = _usable(matching_runs("keypoints", runs, data_root, finished), out)
+    metrics = run_grid("keypoints", runs, data_root, out, ablation.workers, reuse=reuse, **engine)
+    summary = (summarise_keypoint_ablation(base, ablation, runs_by_trial(list(configs), metrics, ablation.seeds))
+               | dict(extra or {}) | {"reused_runs": _reused(reuse, out)})
+    summary = keypoint_ablation_intervals(summary, out)
     write_json(out / "baseline_results.json", summary)
     write_ablation_figures(out)
     return summary
@@ -240,7 +256,7 @@ def keypoint_comparison(keypoint_dir: Path, data_root: Path, threshold: float) -
 
 
 def ablation_from_cli(args) -> Path:
-    """``loclab ablate anchors|keypoints``: the preset's grid, optionally with other epochs/workers/engine."""
+    """``loclab ablate anchors|keypoints``: the preset's grid, optionally with other epochs/workers/seeds/engine."""
     from dataclasses import replace
 
     cfg = resolve_study_config(args.preset, args.overrides)
@@ -249,6 +265,8 @@ def ablation_from_cli(args) -> Path:
         ablation = replace(ablation, detector_epochs=args.epochs, keypoint_epochs=args.epochs)
     if args.workers:
         ablation = replace(ablation, workers=args.workers)
+    if args.seeds is not None:
+        ablation = replace(ablation, seeds=args.seeds)
     engine = {"engine": args.engine, "ray_address": args.ray_address, "ray_cpus_per_trial": args.ray_cpus_per_trial}
     for run in args.reuse:
         if not (run / "metrics.json").is_file():

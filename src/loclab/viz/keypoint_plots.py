@@ -43,6 +43,7 @@ def plot_pck_curves(
     ceiling: Mapping[Any, float] | None = None,
     title: str = "PCK vs threshold (validation)",
     normalize_by: str = "bbox",
+    guessed_labels: Mapping[Any, float] | None = None,
 ) -> Path:
     """PCK against threshold for several methods on one axes.
 
@@ -51,7 +52,9 @@ def plot_pck_curves(
             "regression": ..., "regression (swap-aware)": ...}``. A label's first word picks its colour (one per
             method); labels containing ``"swap"`` are dashed, the others solid.
         ceiling: :func:`loclab.metrics.pck.pck_ambiguity_ceiling` values, drawn as a grey dotted line: the best
-            standard PCK a perfect localiser that must guess the hand labels can expect.
+            standard PCK any predictor can expect when the hand labels are a coin flip (it hedges between close hands).
+        guessed_labels: :func:`loclab.metrics.pck.pck_guessed_hand_labels` values, drawn as a light grey
+            dash-dotted line: what a perfect localiser that guesses the hand labels can expect.
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     colours: dict[str, str] = {}
@@ -61,7 +64,10 @@ def plot_pck_curves(
         ax.plot(xs, ys, style, marker="o", color=_method_colour(label, colours), label=label)
     if ceiling:
         xs, ys = _sorted_curve(ceiling)
-        ax.plot(xs, ys, ":", color="grey", linewidth=2, label="hand-label ambiguity ceiling (standard PCK)")
+        ax.plot(xs, ys, ":", color="grey", linewidth=2, label="ambiguity ceiling: best expected standard PCK")
+    if guessed_labels:
+        xs, ys = _sorted_curve(guessed_labels)
+        ax.plot(xs, ys, "-.", color="silver", linewidth=1.5, label="perfect localiser guessing the hand labels")
     ax.set_xlabel(f"threshold (fraction of the {normalize_by} norm; correct when distance / norm <= threshold)")
     ax.set_ylabel("PCK")
     ax.set_ylim(0, 1.02)
@@ -128,7 +134,9 @@ def plot_ablation(
 
     Top row: standard PCK; bottom row (when the rows carry ``pck_swap``): swap-aware PCK. PCK is the measure;
     the validation heatmap MSE, not comparable across sigma or resolution, is only printed under each tick.
-    The factor's best setting is marked with ``*``.
+    Error bars are the rows' 95 % intervals (``pck_ci95`` / ``pck_swap_ci95``: ``{threshold: [low, high]}``,
+    :mod:`loclab.study.ablation_intervals`); rows with several ``seeds`` also show each seed's value as a dot. The
+    factor's ``best`` setting, set only when it is significantly better than every other, is marked with ``*``.
     """
     factors = results.get("factors", {})
     names = [f for f in ABLATION_FACTORS if f in factors] + [f for f in factors if f not in ABLATION_FACTORS]
@@ -146,11 +154,19 @@ def plot_ablation(
             ax = axes[r][c]
             for j, t in enumerate(thresholds):
                 values = [_value_at(row.get(metric) or {}, t) for row in rows]
-                bars = ax.bar(x + (j - (len(thresholds) - 1) / 2) * width, values, width, color=shades[j],
-                              label=f"PCK@{t:g}")
-                ax.bar_label(bars, fmt="%.2f", fontsize=7)
+                centres = x + (j - (len(thresholds) - 1) / 2) * width
+                bars = ax.bar(centres, values, width, color=shades[j], label=f"PCK@{t:g}",
+                              yerr=_error_bars(rows, metric, t, values), error_kw={"elinewidth": 1, "capsize": 2})
+                ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+                for centre, row in zip(centres, rows):  # several seeds: each seed's value as a dot
+                    seeds = row.get("seeds") or []
+                    if len(seeds) > 1:
+                        ys = [_value_at(s.get(metric) or {}, t) for s in seeds]
+                        ax.plot([centre] * len(ys), ys, ".", color="black", markersize=3)
             last = r == len(metrics) - 1  # MSE only under the bottom row's ticks
-            ax.set_xticks(x, [_setting_label(row, factors[factor].get("best"), last) for row in rows], fontsize=8)
+            # "best" counts only where the intervals decided it ("judged"); older summaries named their top setting
+            best = factors[factor].get("best") if factors[factor].get("judged") else None
+            ax.set_xticks(x, [_setting_label(row, best, last) for row in rows], fontsize=8)
             ax.set_ylim(0, 1.12)
             ax.grid(axis="y", alpha=0.3)
             if r == 0:
@@ -158,8 +174,21 @@ def plot_ablation(
         for r, metric in enumerate(metrics):
             axes[r][0].set_ylabel("swap-aware PCK" if metric == "pck_swap" else "standard PCK")
     axes[0][0].legend(fontsize=8, loc="lower left")
-    fig.suptitle(f"{title}  (* best; val MSE under the ticks is not comparable across settings)", fontsize=10)
+    fig.suptitle(f"{title}  (* significantly best; bars: 95 % CI; val MSE under the ticks is not comparable "
+                 "across settings)", fontsize=10)
     return save_figure(fig, path)
+
+
+def _error_bars(rows: Sequence[Mapping[str, Any]], metric: str, threshold: float,
+                values: Sequence[float]) -> np.ndarray:
+    """``[2, n]`` distances from each value down and up to its 95 % interval (``<metric>_ci95``); 0 without one."""
+    bars = np.zeros((2, len(rows)))
+    for i, (row, value) in enumerate(zip(rows, values)):
+        intervals = row.get(f"{metric}_ci95") or {}
+        pair = next((v for k, v in intervals.items() if abs(float(k) - threshold) < 1e-9), None)
+        if pair and None not in pair and np.isfinite(value):
+            bars[:, i] = max(value - pair[0], 0.0), max(pair[1] - value, 0.0)
+    return bars
 
 
 def _setting_label(row: Mapping[str, Any], best: str | None, with_mse: bool) -> str:
