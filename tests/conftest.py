@@ -41,3 +41,15 @@ def tiny_data_root(tmp_path_factory) -> Path:
     generate_shapes(root, seed=641, n_train=12, n_val=6, progress=False)
     generate_figures(root, seed=641, n_train=12, n_val=6, progress=False)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: numbers pinned from one-thread runs stay comparable (parallel reductions
+    may add in another order), and tiny training runs on a shared CPU do not wait on each other's threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

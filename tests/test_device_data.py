@@ -131,7 +131,7 @@ def test_augmented_targets_equal_the_dataloader_paths(dataset):
     assert valid.sum() > 0
 
 
-def test_training_on_held_data_gives_the_dataloader_numbers(tiny_data_root, tmp_path):
+def test_training_on_held_data_gives_the_dataloader_numbers(tiny_data_root, tmp_path, one_thread):
     logs = {}
     for mode in ("off", "on"):
         train = TrainConfig(epochs=2, batch_size=4, precision="fp32", precise_bn_batches=1, device_data=mode)

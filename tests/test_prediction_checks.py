@@ -230,7 +230,8 @@ def test_cli_prints_rounded_numbers_and_stores_full_ones(figures, tmp_path, caps
     stored = score_keypoint_files(gt_file, path)
     assert main(["eval", "keypoints", "--gt", str(gt_file), "--pred", str(path)]) == 0
     line = capsys.readouterr().out
-    assert f"@0.05 {stored['pck']['0.05']:.3f}" in line and f"mean error {stored['mean_error_px']:.2f} px" in line
+    # rounded numbers, each followed by its 95 % interval
+    assert f"@0.05 {stored['pck']['0.05']:.3f} [" in line and f"mean error {stored['mean_error_px']:.2f} [" in line
     assert main(["eval", "keypoints", "--gt", str(gt_file), "--pred", str(path), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["mean_error_px"] == pytest.approx(stored["mean_error_px"], rel=1e-11)

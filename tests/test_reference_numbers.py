@@ -25,16 +25,6 @@ BEFORE = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_reference_runs_give_the_numbers_they_gave_before(tiny_data_root: Path, tmp_path, one_thread):
     tiny = TrainConfig(epochs=2, batch_size=4, precision="fp32")
     log = train_detector_on_root(DetectorConfig(model="loclab", train=tiny), tiny_data_root, tmp_path / "det",

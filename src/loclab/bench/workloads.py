@@ -232,7 +232,8 @@ class DetectorBench:
 
 def count_train_flops(model: nn.Module, step, batch, device: torch.device | str) -> int:
     """FLOPs of one training step of ``model`` (forward + backward) on ``batch``, counted by torch's flop counter
-    in fp32 on ``device`` (any device, ``meta`` included: the counter reads shapes, not values).
+    in fp32 on ``device`` (the counter reads shapes, not values: ``meta`` tensors work wherever the step's ops
+    take them).
 
     The counter counts matrix products and convolutions (``2 * multiply-adds``), nothing elementwise; the
     backward of a convolution costs one product per gradient it computes (none for the images' gradient).
