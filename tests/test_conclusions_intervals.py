@@ -191,3 +191,20 @@ def test_paired_differences_pair_the_heatmap_with_the_ceiling_image_by_image(tmp
     other_images = paired_differences(tmp_path / "heatmap", tmp_path / "regression", gts, "bbox", list(range(1, N + 1)))
     assert "note" in other_images["heatmap_vs_ceiling"]
     assert "note" in paired_differences(tmp_path / "missing", tmp_path / "regression")
+
+
+def test_detection_conclusions_and_report_show_the_coco_summary_with_its_interval(tmp_path):
+    from loclab.report.build import _coco_summary
+
+    metrics = {"mAP50": 0.93, "mAP50_ci95": [0.91, 0.95], "AP50": {"circle": 0.9}, "num_images": 200,
+               "mAP70": 0.85, "mAP50_95": 0.7391, "mAP50_95_ci95": [0.7212, 0.7608], "mAP75": 0.8155,
+               "mAP50_coco": 0.927, "AR100": 0.79}
+    text = " ".join(conclusions.detection(metrics, quote_reports=False))
+    assert "Averaged over IoU 0.5 to 0.95 (COCO), AP is 0.739 (95 % CI [0.721, 0.761]), AP@0.75 0.816." in text
+    doc = Document("t")
+    _coco_summary(doc, metrics)
+    table = render_markdown(doc, tmp_path)
+    assert "| AP@[.5:.95] | AP@0.5 | AP@0.75 |" in table and "| 0.739 [0.721, 0.761] | 0.927 | 0.816 |" in table
+    empty = Document("t")
+    _coco_summary(empty, {"mAP50": 0.9})  # a run evaluated before the COCO summary existed: no table
+    assert "AP@[.5:.95]" not in render_markdown(empty, tmp_path)

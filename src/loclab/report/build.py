@@ -100,6 +100,23 @@ def _setup(doc: Document, s: StudyFiles) -> None:
                       + (("total", "", f"{total / 60:.1f} min"),), caption="Wall time per stage"))
 
 
+# (metrics.json key, column title) of the COCO summary table; its keys carry ``_ci95`` intervals where computed
+_COCO_COLUMNS = (("mAP50_95", "AP@[.5:.95]"), ("mAP50_coco", "AP@0.5"), ("mAP75", "AP@0.75"),
+                 ("mAP50_95_small", "AP small"), ("mAP50_95_medium", "AP medium"), ("mAP50_95_large", "AP large"),
+                 ("AR1", "AR@1"), ("AR10", "AR@10"), ("AR100", "AR@100"))
+
+
+def _coco_summary(doc: Document, m: dict) -> None:
+    """pycocotools' twelve-number summary (box tightness at IoU 0.5 to 0.95), with 95 % intervals where present."""
+    if m.get("mAP50_95") is None:
+        return  # evaluated before loclab computed it
+    cells = tuple(_f(m.get(key)) + (f" {bracket(m[key + '_ci95'])}" if m.get(key + "_ci95") else "")
+                  for key, _ in _COCO_COLUMNS)
+    doc.add(Table(tuple(title for _, title in _COCO_COLUMNS), (cells,),
+                  caption="COCO summary (101-point AP, IoU 0.5:0.05:0.95, areas in original-image pixels; "
+                          "brackets: 95 % bootstrap interval over validation images)"))
+
+
 def _detection(doc: Document, s: StudyFiles) -> None:
     m, vis = s.detector, s.out / "detector" / "visualizations"
     doc.add(Heading("Problem 1 — multi-scale anchor detection"))
@@ -127,6 +144,7 @@ def _detection(doc: Document, s: StudyFiles) -> None:
         per = SEED_DETECTION_AP.get(name, {})
         rows.append((f"{name} (quoted)", _f(value), *(_f(per.get(c)) for c in classes), "—", "—", "—"))
     doc.add(Table(("", "mAP@0.5 (VOC all-point)", *classes, "VOC07 11-pt", "COCO 101-pt", "mAP@0.7"), tuple(rows)))
+    _coco_summary(doc, m)
     doc.figure(vis / "pr_curves.png", "Precision-recall curves per class (IoU 0.5)")
     doc.add(Heading("Detections", 3))
     doc.figure(vis / "detections.png", "Validation images: predictions red (class, score), ground truth green")

@@ -93,6 +93,12 @@ def detection(metrics: dict[str, Any] | None, quote_reports: bool = True,
         verdict = ("box precision, not finding the objects, is what remains to gain" if kept < 0.8
                    else "the boxes that are found are also tight")
         out.append(f"At the stricter IoU 0.7, mAP is {m70:.3f} ({100 * kept:.0f} % of mAP@0.5): {verdict}.")
+    m5095 = metrics.get("mAP50_95")
+    if m5095 is not None:
+        interval = ci(metrics.get("mAP50_95_ci95"))
+        ap75 = metrics.get("mAP75")
+        out.append(f"Averaged over IoU 0.5 to 0.95 (COCO), AP is {m5095:.3f}{f' ({interval})' if interval else ''}"
+                   + (f", AP@0.75 {ap75:.3f}" if ap75 is not None else "") + ".")
     return out
 
 
