@@ -12,7 +12,7 @@ SRC = Path(loclab.__file__).parent
 RANKS = {
     "ops": 0, "metrics": 1, "data": 2, "models": 3, "losses": 4, "config": 4, "recipes": 4, "engine": 5, "analysis": 6,
     "export": 6,
-    "evaluation": 7, "viz": 8, "report": 9, "predict": 9, "study": 10, "bench": 10, "cli": 11,
+    "evaluation": 7, "viz": 8, "report": 9, "predict": 9, "study": 10, "bench": 10, "cli": 11, "cli_parser": 11,
     "__init__": 0, "__main__": 12, "errors": 0, "atomic": 0,
 }
 NO_MATPLOTLIB = ("ops", "metrics", "data", "models", "losses", "engine", "analysis", "evaluation", "bench")
