@@ -164,10 +164,11 @@ def test_cli_scores_coco_results_with_a_pair_norm(coco, tmp_path, capsys):
 
 
 def test_cli_keypoint_configs_per_layout():
-    from loclab.cli import _keypoint_config, _parser
+    from loclab.cli import _keypoint_config
+    from loclab.cli_parser import build_parser
 
     def config(*extra, layout="reference"):
-        args = _parser().parse_args(["train", "keypoints", "--data-root", "d", "--out", "o", *extra])
+        args = build_parser().parse_args(["train", "keypoints", "--data-root", "d", "--out", "o", *extra])
         return _keypoint_config(args, layout)
 
     reference = config()
