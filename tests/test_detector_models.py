@@ -1,5 +1,6 @@
 import torch
 
+from loclab.config import DetectorConfig
 from loclab.models.detector import (
     DETECTOR_MODELS,
     LoclabDetector,
@@ -14,7 +15,10 @@ def test_every_model_has_the_head_api():
     x = torch.zeros(2, 3, 224, 224)
     for name, cls in DETECTOR_MODELS.items():
         outs = cls(num_anchors=3, num_classes=3).eval()(x)
-        assert [tuple(o.shape) for o in outs] == [(2, 24, 56, 56), (2, 24, 28, 28), (2, 24, 14, 14)], name
+        sizes = DetectorConfig(model=name, image_size=224).feature_map_sizes
+        assert [tuple(o.shape) for o in outs] == [(2, 24, s, s) for s in sizes], name
+    assert DetectorConfig(model="csp", image_size=512).feature_map_sizes == (64, 32, 16)
+    assert DetectorConfig(image_size=256).feature_map_sizes == (64, 32, 16)
 
 
 def test_reference_is_the_spec_architecture():

@@ -174,7 +174,7 @@ def test_cli_keypoint_configs_per_layout():
     reference = config()
     assert reference.input_size == (128, 128) and not reference.flip and not reference.train.augment.enabled
     own = config(layout="coco")
-    assert own.input_size == (256, 256) and own.heatmap_grid == (128, 128) and own.flip
+    assert own.input_size == (192, 192) and own.heatmap_grid == (96, 96) and own.flip
     assert own.train.augment.scale == (0.75, 1.25) and own.train.augment.rotation == 30 and own.train.steps > 0
     sized = config("--input-size", "256x192", "--epochs", "3", layout="deeplabcut")
     assert sized.input_size == (256, 192) and sized.heatmap_grid == (128, 96) and sized.train.steps == 0

@@ -28,7 +28,8 @@ def test_every_detector_keeps_the_contract(name):
     model = DETECTOR_MODELS[name](num_anchors=2, num_classes=4)
     assert isinstance(model, Detector)
     assert (model.num_anchors, model.num_classes) == (2, 4)
-    assert detector_problems(model, num_anchors=2, num_classes=4, strides=DetectorConfig.strides, image_size=64) == []
+    strides = DetectorConfig(model=name).strides
+    assert detector_problems(model, num_anchors=2, num_classes=4, strides=strides, image_size=64) == []
 
 
 @pytest.mark.parametrize("name", sorted(KEYPOINT_MODELS))

@@ -69,6 +69,24 @@ def test_detector_memorises_own_data_in_original_pixels(coco_root, tmp_path):
     assert {d["category"] for d in record["detections"]} <= set(NAMES)
 
 
+def test_csp_model_with_the_grid_loss_memorises_own_data(coco_root, tmp_path):
+    """The other architecture (heads at strides 8, 16, 32) and the other loss, through the same engine."""
+    train = detection_split(coco_root, "train")
+    base = replace(own_data_detector_config("fast", image_size=128), model="csp", loss="grid")
+    cfg = replace(base, train=TrainConfig(
+        epochs=1, steps=150, batch_size=5, optim=OptimConfig(name="adamw", lr=3e-3, weight_decay=0.0),
+        schedule=ScheduleConfig(name="cosine", warmup_epochs=2), precision="fp32", hflip=False, grad_clip=10.0,
+        precise_bn_batches=2))
+    cfg = config_for_data(cfg, train, autoanchor=True)
+    assert cfg.feature_map_sizes == (16, 8, 4)
+    train_detector(cfg, train, train, tmp_path, progress=False)
+    model, cfg = load_detector(tmp_path / "best_model.pth")
+    assert (cfg.model, cfg.loss) == ("csp", "grid")
+    detections = predict_dataset(model, cfg, DetectionDataset(train, image_size=cfg.image_size, progress=False))
+    metrics = evaluate_detections(train, [r.id for r in train.images], detections, [d.scales for d in detections])
+    assert metrics["mAP50"] >= 0.9, metrics["AP50"]
+
+
 @pytest.mark.parametrize("layout", ["voc", "yolo"])
 def test_cli_trains_and_evaluates_each_layout(layout, tmp_path, capsys):
     root = write_layout(make_detection_dataset(seed=5, n_train=8, n_val=4), tmp_path / "data", layout)

@@ -109,7 +109,7 @@ def test_own_data_configs_follow_the_preset_and_the_input_size():
     assert quick.own_data.detection == "voc" and quick.own_data.keypoints == "" and quick.own_data.autoanchor
     assert quick.detector.train.steps == 600 and paper.detector.train.steps == 3000
     assert quick.detector.model == "loclab" and quick.detector.image_size == 256
-    assert quick.heatmap.input_size == (256, 256) and quick.heatmap.train.steps == 600
+    assert quick.heatmap.input_size == (192, 192) and quick.heatmap.train.steps == 600
     assert quick.ablation.anchor_sets == ()
     wide = resolve_study_config_for_data("quick", {"detection": "voc"}, ["detector.image_size=512"])
     assert wide.detector.anchor_sizes[0] == (36.6, 54.9, 73.1)  # the reference anchors scaled to 512 px

@@ -102,16 +102,28 @@ class TrainConfig:
 
 REFERENCE_ANCHOR_SIZES = ((16.0, 24.0, 32.0), (48.0, 64.0, 96.0), (96.0, 128.0, 192.0))
 
+# Head strides of the detectors whose heads are not at 4, 8 and 16 px (loclab.models.detector.DETECTOR_MODELS)
+DEFAULT_STRIDES = (4, 8, 16)
+DETECTOR_STRIDES = {"csp": (8, 16, 32)}
+
+# ``DetectorConfig.loss``: how anchors are matched to boxes and what each term of the loss asks
+DETECTOR_LOSSES = {
+    "ssd": "IoU matching, hard-negative objectness, Smooth-L1 offsets (loclab.losses.detection)",
+    "grid": "grid-cell matching, IoU-valued objectness on every anchor, CIoU boxes (loclab.losses.detection_grid)",
+}
+
 
 @dataclass(frozen=True)
 class DetectorConfig:
     """A detector, its anchors and its training.
 
     ``image_size`` is the side of the square model input (a multiple of 32): every image is letterboxed to it.
-    The feature maps follow from it (``image_size / stride`` for the strides 4, 8 and 16 of the three heads),
+    The feature maps follow from it (``image_size / stride`` for the :attr:`strides` of the three heads),
     and ``anchor_sizes`` are side lengths in model-input pixels; ``anchor_ratios`` (width / height per anchor,
     same nesting) make them rectangular, ``None`` keeps them square. ``class_names`` are the dataset's class
-    names by label (empty: the reference shapes).
+    names by label (empty: the reference shapes). ``loss`` is one of :data:`DETECTOR_LOSSES`; the thresholds
+    and ``neg_pos_ratio`` belong to ``ssd`` (and to the anchor-coverage analysis), the weights multiply either
+    loss's terms.
     """
 
     model: str = "loclab"
@@ -120,6 +132,7 @@ class DetectorConfig:
     anchor_sizes: tuple[tuple[float, ...], ...] = REFERENCE_ANCHOR_SIZES
     anchor_ratios: tuple[tuple[float, ...], ...] | None = None
     class_names: tuple[str, ...] = ()
+    loss: str = "ssd"
     pos_threshold: float = 0.5
     neg_threshold: float = 0.3
     min_best_iou: float = 0.1
@@ -137,7 +150,10 @@ class DetectorConfig:
     display_threshold: float = 0.5
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    strides: ClassVar[tuple[int, ...]] = (4, 8, 16)
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Stride of each head, from :data:`DETECTOR_STRIDES` (4, 8, 16 unless the model says otherwise)."""
+        return DETECTOR_STRIDES.get(self.model, DEFAULT_STRIDES)
 
     @property
     def feature_map_sizes(self) -> tuple[int, ...]:
@@ -147,6 +163,8 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if self.image_size <= 0 or self.image_size % 32:
             raise ConfigError(f"detector image_size must be a positive multiple of 32, got {self.image_size}")
+        if self.loss not in DETECTOR_LOSSES:
+            raise ConfigError(f"unknown detector loss {self.loss!r}; choose one of {sorted(DETECTOR_LOSSES)}")
         if self.anchor_ratios is not None and [len(r) for r in self.anchor_ratios] != [len(s) for s in self.anchor_sizes]:
             raise ConfigError(f"anchor_ratios {self.anchor_ratios} must have the shape of anchor_sizes {self.anchor_sizes}")
 
@@ -356,7 +374,7 @@ def _migrate(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     if cls is DetectorConfig and "feature_map_sizes" in data:
         data = dict(data)
         stored = tuple(data.pop("feature_map_sizes"))
-        derived = tuple(data.get("image_size", 224) // s for s in DetectorConfig.strides)
+        derived = tuple(data.get("image_size", 224) // s for s in DEFAULT_STRIDES)  # older models: 4, 8, 16
         if stored != derived:
             raise ConfigError(f"feature_map_sizes {list(stored)} do not follow from image_size "
                               f"{data.get('image_size', 224)} (expected {list(derived)})")

@@ -31,6 +31,7 @@ from loclab.engine.rundir import start_run
 from loclab.engine.train import RunFiles, epochs_for_steps, fit
 from loclab.errors import ConfigError
 from loclab.losses.detection import DetectionLoss
+from loclab.losses.detection_grid import GridDetectionLoss
 from loclab.models.detector import build_detector, flatten_predictions
 from loclab.ops.augment import augment_detection_batch
 from loclab.ops.mosaic import mosaic_batch
@@ -73,7 +74,14 @@ def make_model(cfg: DetectorConfig) -> nn.Module:
     return build_detector(cfg.model, num_anchors=num_anchors_per_cell(cfg), num_classes=cfg.num_classes)
 
 
-def make_loss(cfg: DetectorConfig, setup: AnchorSetup) -> DetectionLoss:
+def make_loss(cfg: DetectorConfig, setup: AnchorSetup) -> DetectionLoss | GridDetectionLoss:
+    """The loss ``cfg.loss`` names, on the anchors of ``setup``."""
+    if cfg.loss == "grid":
+        strides = [cfg.image_size / size for size in cfg.feature_map_sizes]
+        return GridDetectionLoss(
+            setup.anchors, setup.scales, strides, cfg.image_size, num_classes=cfg.num_classes, box_coder=setup.coder,
+            weight_obj=cfg.weight_obj, weight_cls=cfg.weight_cls, weight_loc=cfg.weight_loc,
+        )
     return DetectionLoss(
         setup.anchors, num_classes=cfg.num_classes, box_coder=setup.coder, pos_threshold=cfg.pos_threshold,
         neg_threshold=cfg.neg_threshold, min_best_iou=cfg.min_best_iou, neg_pos_ratio=cfg.neg_pos_ratio,
@@ -81,7 +89,7 @@ def make_loss(cfg: DetectorConfig, setup: AnchorSetup) -> DetectionLoss:
     )
 
 
-def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss):
+def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss | GridDetectionLoss):
     """The training/validation step: optional flips (training only), forward, fp32 loss.
 
     ``loss_fn`` must already be on the device the step runs on (its anchors are a buffer).

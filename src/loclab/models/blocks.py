@@ -1,4 +1,4 @@
-"""Building blocks shared by the detector and keypoint models."""
+"""Building blocks shared by the detector and keypoint models, and the detection head every detector uses."""
 
 from __future__ import annotations
 
@@ -29,3 +29,20 @@ class ConvBNReLU(nn.Sequential):
         for layer in rest:
             x = layer(x)
         return x
+
+
+def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> ConvBNReLU:
+    """3x3 conv (padding 1, no bias) → BatchNorm → ReLU."""
+    return ConvBNReLU(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), c_out)
+
+
+class DetectionHead(nn.Module):
+    """3x3 conv keeping channels (+BN+ReLU), then 1x1 conv to ``A*(5+C)`` channels."""
+
+    def __init__(self, channels: int, num_anchors: int, num_classes: int):
+        super().__init__()
+        self.body = conv_bn_relu(channels, channels)
+        self.out = nn.Conv2d(channels, num_anchors * (5 + num_classes), 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.body(x))

@@ -34,7 +34,7 @@ class Detector(Protocol):
 
     **forward(images) -> list[Tensor].** ``images``: float ``[B, 3, S, S]`` in ``[0, 1]``, ``S`` the config's
     ``image_size`` (a multiple of 32). Returns one tensor per scale, in the order of ``DetectorConfig.strides``
-    (4, 8, 16): scale ``s`` is ``[B, A*(5+C), S / stride_s, S / stride_s]``, raw values (no activation). Channel
+    (4, 8, 16 unless ``loclab.config.DETECTOR_STRIDES`` names others for the model): scale ``s`` is ``[B, A*(5+C), S / stride_s, S / stride_s]``, raw values (no activation). Channel
     ``a*(5+C) + k`` is, for anchor ``a`` of the cell, ``k = 0..3`` the box offsets ``tx, ty, tw, th``, ``k = 4``
     the objectness logit and ``k = 5..4+C`` the class logits.
     :func:`loclab.models.detector.flatten_predictions` turns the list into ``[B, N, 5+C]`` in the anchor order of

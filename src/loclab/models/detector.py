@@ -23,25 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from loclab.errors import ConfigError
-from loclab.models.blocks import ConvBNReLU
+from loclab.models.blocks import ConvBNReLU, DetectionHead, conv_bn_relu
+from loclab.models.detector_csp import CspDetector
 from loclab.models.init import kaiming_init
-
-
-def conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> ConvBNReLU:
-    """3x3 conv (padding 1, no bias) → BatchNorm → ReLU."""
-    return ConvBNReLU(nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False), c_out)
-
-
-class DetectionHead(nn.Module):
-    """3x3 conv keeping channels (+BN+ReLU), then 1x1 conv to ``A*(5+C)`` channels."""
-
-    def __init__(self, channels: int, num_anchors: int, num_classes: int):
-        super().__init__()
-        self.body = conv_bn_relu(channels, channels)
-        self.out = nn.Conv2d(channels, num_anchors * (5 + num_classes), 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.out(self.body(x))
 
 
 class ReferenceDetector(nn.Module):
@@ -118,6 +102,7 @@ class LoclabDetector(nn.Module):
 DETECTOR_MODELS: dict[str, type[nn.Module]] = {
     "reference": ReferenceDetector,
     "loclab": LoclabDetector,
+    "csp": CspDetector,
 }
 DEFAULT_DETECTOR = "loclab"
 
