@@ -49,7 +49,21 @@ DETECTORS = {
     "loclab": DetectorConfig(model="loclab", image_size=96, num_classes=1, class_names=("kangaroo",),
                              anchor_sizes=((10.0, 14.0, 20.0), (28.0, 36.0, 48.0), (56.0, 70.0, 90.0)),
                              anchor_ratios=((0.5, 1.0, 2.0), (0.7, 1.0, 1.4), (0.6, 1.0, 1.6)), **_POSTPROCESS),
+    # the CSP architecture (heads at strides 8, 16, 32), two classes, trained with the grid loss
+    "csp": DetectorConfig(model="csp", loss="grid", image_size=128, num_classes=2, class_names=("a", "b"),
+                          anchor_sizes=((12.0, 16.0, 24.0), (32.0, 40.0, 56.0), (64.0, 80.0, 110.0)), **_POSTPROCESS),
 }
+
+
+def _calibrate_batchnorm(model, size):
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: one batch sets the statistics
+    model.train()
+    with torch.no_grad():
+        model(_uint8_images((4, 3, size, size)).float() / 255)
+    model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +76,11 @@ def detector_runs(tmp_path_factory):
             cfg = DETECTORS[name]
             torch.manual_seed(0)
             model = detection.make_model(cfg).eval()
-            if name == "loclab":  # its 1 % objectness prior leaves few boxes above the score threshold
+            if name in ("loclab", "csp"):  # their 1 % objectness prior leaves few boxes above the score threshold
                 for head in model.heads:
                     head.out.bias.data.zero_()
+            if name == "csp":  # BatchNorm statistics of real activations, else its deep eval-mode outputs vanish
+                _calibrate_batchnorm(model, cfg.image_size)
             run = tmp_path_factory.mktemp(f"detector-{name}")
             save_checkpoint(run / "best_model.pth", {"task": "detector", "config": to_dict(cfg),
                                                      "model": model.state_dict()})
@@ -94,6 +110,7 @@ def _assert_same_detections(got, expected):
     ("reference", "onnx", dict(batch=2), "raw"),  # three images: a full batch, then one padded with a blank image
     ("loclab", "onnx", dict(batch=2), "decoded"),
     ("loclab", "torchscript", {}, "raw"),
+    ("csp", "onnx", dict(dynamic_batch=True), "decoded"),
 ])
 def test_exported_detector_matches_loclab(detector_runs, name, fmt, options, outputs):
     run, model, cfg = detector_runs(name)

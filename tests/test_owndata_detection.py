@@ -35,7 +35,8 @@ def coco_root(tmp_path_factory):
 def test_detector_memorises_own_data_in_original_pixels(coco_root, tmp_path):
     train = detection_split(coco_root, "train")
     assert train.format == "coco" and tuple(train.categories.values()) == NAMES
-    base = own_data_detector_config("fast", image_size=128)
+    # loclab's model and the SSD loss (the own-data default, csp with the grid loss, is the next test)
+    base = replace(own_data_detector_config("fast", image_size=128), model="loclab", loss="ssd", weight_loc=2.0)
     cfg = replace(base, train=TrainConfig(
         epochs=1, steps=150, batch_size=5, optim=OptimConfig(name="adamw", lr=3e-3, weight_decay=0.0),
         schedule=ScheduleConfig(name="cosine", warmup_epochs=2), precision="fp32", hflip=False, grad_clip=10.0, precise_bn_batches=2))
@@ -70,9 +71,10 @@ def test_detector_memorises_own_data_in_original_pixels(coco_root, tmp_path):
 
 
 def test_csp_model_with_the_grid_loss_memorises_own_data(coco_root, tmp_path):
-    """The other architecture (heads at strides 8, 16, 32) and the other loss, through the same engine."""
+    """The own-data default: the CSP model (heads at strides 8, 16, 32) and the grid loss, through the same engine."""
     train = detection_split(coco_root, "train")
-    base = replace(own_data_detector_config("fast", image_size=128), model="csp", loss="grid")
+    base = own_data_detector_config("fast", image_size=128)
+    assert (base.model, base.loss, base.train.augment.mosaic, base.train.ema) == ("csp", "grid", 0.5, 0.999)
     cfg = replace(base, train=TrainConfig(
         epochs=1, steps=150, batch_size=5, optim=OptimConfig(name="adamw", lr=3e-3, weight_decay=0.0),
         schedule=ScheduleConfig(name="cosine", warmup_epochs=2), precision="fp32", hflip=False, grad_clip=10.0,

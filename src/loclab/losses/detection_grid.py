@@ -77,13 +77,7 @@ class GridDetectionLoss(nn.Module):
         )
 
     def forward(self, predictions: Tensor, boxes: Tensor, labels: Tensor, valid: Tensor) -> dict[str, Tensor]:
-        """
-        Args:
-            predictions: ``[B, N, 5+C]`` flattened head outputs (any float dtype; computed in fp32).
-            boxes: ``[B, M, 4]`` padded ground-truth boxes, xyxy pixels.
-            labels: ``[B, M]`` class ids 0..C-1 (padding ignored).
-            valid: ``[B, M]`` bool, which ground-truth slots are real.
-        """
+        """The four losses of a batch; arguments as :meth:`loclab.losses.detection.DetectionLoss.forward`."""
         predictions = predictions.float()
         num_images = predictions.shape[0]
         with torch.no_grad():
