@@ -73,14 +73,14 @@ def test_detector_memorises_own_data_in_original_pixels(coco_root, tmp_path):
 def test_csp_model_with_the_grid_loss_memorises_own_data(coco_root, tmp_path):
     """The own-data default: the CSP model (heads at strides 8, 16, 32) and the grid loss, through the same engine."""
     train = detection_split(coco_root, "train")
-    base = own_data_detector_config("fast", image_size=128)
+    base = own_data_detector_config("fast", image_size=192)
     assert (base.model, base.loss, base.train.augment.mosaic, base.train.ema) == ("csp", "grid", 0.5, 0.999)
     cfg = replace(base, train=TrainConfig(
-        epochs=1, steps=150, batch_size=5, optim=OptimConfig(name="adamw", lr=3e-3, weight_decay=0.0),
+        epochs=1, steps=200, batch_size=5, optim=OptimConfig(name="adamw", lr=3e-3, weight_decay=0.0),
         schedule=ScheduleConfig(name="cosine", warmup_epochs=2), precision="fp32", hflip=False, grad_clip=10.0,
         precise_bn_batches=2))
     cfg = config_for_data(cfg, train, autoanchor=True)
-    assert cfg.feature_map_sizes == (16, 8, 4)
+    assert cfg.feature_map_sizes == (24, 12, 6)
     train_detector(cfg, train, train, tmp_path, progress=False)
     model, cfg = load_detector(tmp_path / "best_model.pth")
     assert (cfg.model, cfg.loss) == ("csp", "grid")
