@@ -100,7 +100,7 @@ def own_data_detector_config(recipe: str, image_size: int = OWN_DATA_IMAGE_SIZE)
     train = base.train
     if recipe == "fast":
         train = replace(train, steps=OWN_DATA_STEPS, augment=OWN_DATA_AUGMENT, precise_bn_batches=4, ema=OWN_DATA_EMA)
-        base = replace(base, model="csp", loss="grid", weight_obj=1.0, weight_cls=1.0, weight_loc=1.0)
+        base = replace(base, model="csp", loss="grid", weight_loc=1.0)  # every grid-loss weight 1
     return replace(base, image_size=image_size, anchor_sizes=scaled_anchor_sizes(image_size), train=train)
 
 
@@ -130,12 +130,11 @@ def keypoint_config(model: str, recipe: str) -> KeypointConfig:
     return KeypointConfig(model=model, loss=loss, train=keypoint_recipe(recipe))
 
 
-# The own-data keypoint input: square, so neither tall person boxes nor wide full video frames (DeepLabCut) lose
-# more than a quarter of it to padding, and 256 px is the side SimpleBaseline works at; ``--input-size WxH``
-# fits the input to the data's boxes (e.g. 192x256 for standing people).
-# The own-data keypoint default keeps a `fast` run on a small project (a DeepLabCut project of 50 frames: over 200
-# passes over its instances) to about 11 minutes on a 2-core CPU: 600 steps of 16 crops of 192 x 192 px. A
-# larger dataset, or a GPU, wants more steps (``--set train.steps=N``) and perhaps a larger ``--input-size``.
+# The own-data keypoint input is square, so neither tall person boxes nor wide full video frames (DeepLabCut) lose
+# more than a quarter of it to padding; ``--input-size WxH`` fits it to the data's boxes (e.g. 192x256 for standing
+# people). The default keeps a `fast` run on a small project (a DeepLabCut project of 50 frames: over 200 passes
+# over its instances) to about 11 minutes on a 2-core CPU: 600 steps of 16 crops of 192 x 192 px. A larger
+# dataset, or a GPU, wants more steps (``--set train.steps=N``) and perhaps a larger ``--input-size``.
 OWN_DATA_KEYPOINT_INPUT = (192, 192)
 OWN_DATA_KEYPOINT_STEPS = 600
 OWN_DATA_KEYPOINT_BATCH = 16
@@ -150,7 +149,8 @@ def own_data_keypoint_config(model: str, recipe: str,
 
     ``fast``: :func:`keypoint_config`'s model and loss at ``input_size`` (width, height), trained for
     :data:`OWN_DATA_KEYPOINT_STEPS` optimiser steps of :data:`OWN_DATA_KEYPOINT_BATCH` crops whatever the dataset's
-    size, with random scale, rotation, flips and colour jitter. ``paper``: the reports' setting as on the stick figures, at ``input_size``.
+    size, with random scale, rotation, flips and colour jitter. ``paper``: the reports' setting as on the stick
+    figures, at ``input_size``.
     """
     base = keypoint_config(model, recipe)
     train, flip = base.train, False

@@ -77,9 +77,8 @@ def make_model(cfg: DetectorConfig) -> nn.Module:
 def make_loss(cfg: DetectorConfig, setup: AnchorSetup) -> DetectionLoss | GridDetectionLoss:
     """The loss ``cfg.loss`` names, on the anchors of ``setup``."""
     if cfg.loss == "grid":
-        strides = [cfg.image_size / size for size in cfg.feature_map_sizes]
         return GridDetectionLoss(
-            setup.anchors, setup.scales, strides, cfg.image_size, num_classes=cfg.num_classes, box_coder=setup.coder,
+            setup.anchors, setup.scales, cfg.strides, cfg.image_size, num_classes=cfg.num_classes, box_coder=setup.coder,
             weight_obj=cfg.weight_obj, weight_cls=cfg.weight_cls, weight_loc=cfg.weight_loc,
         )
     return DetectionLoss(

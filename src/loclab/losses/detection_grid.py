@@ -60,7 +60,6 @@ class GridDetectionLoss(nn.Module):
         if len(balance) != num_scales:
             raise ValueError(f"{num_scales} scales but {len(balance)} balance weights")
         self.register_buffer("anchors", anchors.float(), persistent=False)
-        self.register_buffer("scales", scales.long(), persistent=False)
         stride_of_anchor = torch.tensor([float(s) for s in strides])[scales.long()]
         self.register_buffer("strides", stride_of_anchor, persistent=False)
         # per-anchor objectness weight: balance of its scale over that scale's anchor count (a per-scale mean)
