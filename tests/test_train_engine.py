@@ -128,3 +128,13 @@ def test_compiled_training_matches_eager_and_saves_a_plain_checkpoint(tmp_path):
     assert set(state) == set(eager_model.state_dict())  # no torch.compile wrapper prefix
     for name, value in compiled_model.state_dict().items():
         torch.testing.assert_close(value, eager_model.state_dict()[name], rtol=1e-4, atol=1e-5)
+
+
+def test_epoch_start_hook_sees_every_epoch_also_after_a_resume(tmp_path):
+    cfg, files = _cfg(3), RunFiles(tmp_path)
+    seen = []
+    fit(_model(), _step, _data(), _data(16, seed=1), None, replace(cfg, epochs=2), resolve_numeric_path("fp32"),
+        files, {"task": "toy", "config": {}}, on_epoch_start=seen.append, progress=False)
+    fit(_model(), _step, _data(), _data(16, seed=1), None, cfg, resolve_numeric_path("fp32"), files,
+        {"task": "toy", "config": {}}, resume=True, on_epoch_start=seen.append, progress=False)
+    assert seen == [0, 1, 2]

@@ -57,8 +57,16 @@ class AugmentConfig:
     brightness: float = 0.0
     contrast: float = 0.0
     saturation: float = 0.0
-    # detection only: chance that a training image is replaced by a mosaic of four (loclab.ops.mosaic)
+    # detection only: chance that a training image is replaced by a mosaic of four (loclab.ops.mosaic), and the
+    # final fraction of the epochs trained without it, so that training ends on images as they are (YOLOv8's
+    # close_mosaic; loclab.engine.detection.MosaicSchedule)
     mosaic: float = 0.0
+    close_mosaic: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("mosaic", "close_mosaic"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"augment.{name} must be a fraction in [0, 1], got {getattr(self, name)}")
 
     @property
     def enabled(self) -> bool:

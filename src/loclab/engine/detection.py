@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from loclab.config import DetectorConfig, from_dict, to_dict
+from loclab.config import AugmentConfig, DetectorConfig, from_dict, to_dict
 from tqdm import tqdm
 
 from loclab.data.datasets import LETTERBOX_FILL, DetectionDataset, detection_collate, flip_horizontal
@@ -88,23 +88,42 @@ def make_loss(cfg: DetectorConfig, setup: AnchorSetup) -> DetectionLoss | GridDe
     )
 
 
-def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss | GridDetectionLoss):
+class MosaicSchedule:
+    """The mosaic probability of each epoch: ``augment.mosaic``, and 0 for the last ``augment.close_mosaic``
+    fraction of the ``epochs`` (rounded to whole epochs), so that training ends on images as they are.
+
+    ``start_epoch`` is :func:`loclab.engine.train.fit`'s ``on_epoch_start`` hook; before any call the
+    probability is ``augment.mosaic``.
+    """
+
+    def __init__(self, augment: AugmentConfig, epochs: int):
+        self.mosaic = augment.mosaic
+        self.first_closed_epoch = epochs - round(augment.close_mosaic * epochs)
+        self.probability = augment.mosaic
+
+    def start_epoch(self, epoch: int) -> None:
+        self.probability = self.mosaic if epoch < self.first_closed_epoch else 0.0
+
+
+def make_step(cfg: DetectorConfig, loss_fn: DetectionLoss | GridDetectionLoss, mosaic: MosaicSchedule | None = None):
     """The training/validation step: optional flips (training only), forward, fp32 loss.
 
-    ``loss_fn`` must already be on the device the step runs on (its anchors are a buffer).
+    ``loss_fn`` must already be on the device the step runs on (its anchors are a buffer). ``mosaic`` gives the
+    mosaic probability of the current epoch (default: ``cfg.train.augment.mosaic`` throughout).
     """
     num_anchors = num_anchors_per_cell(cfg)
 
     augment = cfg.train.augment
     augmenting = augment.enabled  # decided once, not on every step
+    mosaic = mosaic or MosaicSchedule(augment, cfg.train.epochs)
 
     def step(model: nn.Module, batch: Any, numeric: NumericPath) -> dict[str, Tensor]:
         images, boxes, labels, valid, _ = batch
         if model.training and augmenting:
             images, boxes, valid = images.to(numeric.device), boxes.to(numeric.device), valid.to(numeric.device)
-            if augment.mosaic > 0:
+            if mosaic.probability > 0:
                 images, boxes, labels, valid = mosaic_batch(images, boxes, labels.to(numeric.device), valid,
-                                                            augment.mosaic)
+                                                            mosaic.probability)
             images, boxes, valid = augment_detection_batch(
                 images, boxes, valid, scale=augment.scale, translate=augment.translate, flip=cfg.train.hflip,
                 brightness=augment.brightness, contrast=augment.contrast, saturation=augment.saturation,
@@ -150,13 +169,15 @@ def train_detector(
     run_dir, numeric = start_run(run_dir, TASK, "detector", cfg, cfg.train, meta)
     setup = AnchorSetup.from_config(cfg)
     model = make_model(cfg)
-    step = make_step(cfg, make_loss(cfg, setup).to(numeric.device))
+    mosaic = MosaicSchedule(cfg.train.augment, cfg.train.epochs)
+    step = make_step(cfg, make_loss(cfg, setup).to(numeric.device), mosaic)
     train_data, val_data = train_set, val_set
     if holds_data_on_device(cfg.train.device_data, numeric.device, train_set.streaming or val_set.streaming):
         train_data = DeviceDetectionData.from_dataset(train_set, numeric.device)
         val_data = DeviceDetectionData.from_dataset(val_set, numeric.device)
     return fit(model, step, train_data, val_data, detection_collate, cfg.train, numeric, RunFiles(run_dir),
-               {"task": TASK, "config": to_dict(cfg)}, resume=resume, progress=progress, desc="detector")
+               {"task": TASK, "config": to_dict(cfg)}, resume=resume, on_epoch_start=mosaic.start_epoch,
+               progress=progress, desc="detector")
 
 
 def holds_data_on_device(device_data: str, device: torch.device, streaming: bool) -> bool:

@@ -243,6 +243,7 @@ def fit(
     checkpoint_meta: dict[str, Any],
     *,
     resume: bool = False,
+    on_epoch_start: Callable[[int], None] | None = None,
     on_epoch_end: EpochHook | None = None,
     progress: bool = True,
     desc: str = "train",
@@ -253,7 +254,8 @@ def fit(
     rebuild its model. With ``resume=True`` training continues from ``last.pth`` if it exists.
     The best model (lowest validation ``loss_total``) is saved to ``files.best``. With ``cfg.ema`` > 0 the
     model validated, saved as best and handed to ``on_epoch_end`` is the moving average of the weights
-    (:mod:`loclab.engine.ema`); ``last.pth`` keeps both. Datasets held on the device
+    (:mod:`loclab.engine.ema`); ``last.pth`` keeps both. ``on_epoch_start(epoch)`` (0-based) runs before each
+    epoch on every process, also after a resume. Datasets held on the device
     (:class:`~loclab.data.device_data.DeviceDetectionData`) are batched there (``collate_fn`` unused), in the
     DataLoader's order.
     """
@@ -300,6 +302,8 @@ def fit(
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(cfg.seed * 100_003 + epoch)
             _set_epoch(train_loader, cfg.seed, epoch)
+            if on_epoch_start is not None:  # on every process: it may change what the step does
+                on_epoch_start(epoch)
             t0 = time.perf_counter()
             with tqdm(total=steps_per_epoch, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False,
                       disable=not (progress and main), dynamic_ncols=True) as bar:
