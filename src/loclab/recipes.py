@@ -76,9 +76,9 @@ def detector_config(recipe: str) -> DetectorConfig:
 
 
 # The own-data `fast` detector: the ``csp`` model with the grid loss at 320 px, 2,500 steps with mosaic on half the
-# images and a moving average of the weights. On 132 kangaroo photos this scored mAP@0.5 0.79 where the ``loclab``
-# model with the SSD loss scored 0.68-0.70 at the same training time, and 416 px for fewer steps (1,800 in the
-# same time) scored 0.74 (README, "Your own data"). 2,500 steps keep a run near 19 minutes on a 2-core CPU; a
+# images and a moving average of the weights. On 132 kangaroo photos this scored mAP@0.5 0.730 and 0.734 (two
+# seeds; 0.79 for 2,800 steps) where the ``loclab`` model with the SSD loss scored 0.68-0.70 in about the same
+# time; 416 px for 1,800 steps and 256 px for 3,600 (the same time) scored 0.74 and 0.76 (README, "Your own data"). 2,500 steps keep a run near 19 minutes on a 2-core CPU; a
 # 10 % object is 32 px, above the smallest anchors. ``--imgsz`` trades speed for small objects.
 OWN_DATA_IMAGE_SIZE = 320
 OWN_DATA_STEPS = 2500
