@@ -7,7 +7,7 @@ import torch
 
 from loclab.ops.anchors import anchor_scale_index, generate_anchors
 from loclab.ops.boxes import box_iou_pair
-from loclab.ops.grid_matching import grid_match
+from loclab.ops.grid_matching import AnchorCells, grid_match
 
 SIZES = (16, 8, 4)  # a 64 px input: strides 4, 8, 16
 IMAGE = 64
@@ -90,3 +90,41 @@ def test_no_boxes_at_all():
     anchors, strides = _layout()
     pos, index = grid_match(anchors, strides, torch.zeros(2, 0, 4), torch.zeros(2, 0, dtype=torch.bool))
     assert pos.shape == (2, anchors.shape[0]) and not pos.any() and not index.any()
+
+
+def test_equal_boxes_go_to_the_lowest_index():
+    anchors, strides = _layout()
+    boxes = torch.tensor([[[9.0, 5.0, 17.0, 13.0], [9.0, 5.0, 17.0, 13.0], [20.0, 20.0, 50.0, 44.0]]])
+    boxes = torch.cat((boxes, boxes[:, [2, 1, 0]]))  # the second image lists them the other way round
+    valid = torch.ones(2, 3, dtype=torch.bool)
+    pos, index = grid_match(anchors, strides, boxes, valid)
+    want_pos, want_index = _slow_match(anchors, strides, boxes, valid)
+    assert torch.equal(pos, want_pos) and torch.equal(index[pos], want_index[pos])
+    assert 1 not in index[0][pos[0]].tolist() and 1 in index[1][pos[1]].tolist()
+
+
+def test_anchor_cells_list_each_cells_anchors_in_order():
+    anchors, strides = _layout()
+    cells = AnchorCells.index(anchors, strides)
+    assert [g[:3] for g in cells.grids] == [(4.0, 16, 16), (8.0, 8, 8), (16.0, 4, 4)]
+    assert cells.table.shape == (16 * 16 + 8 * 8 + 4 * 4, 2)
+    # anchors are laid out scale by scale, row by row, two per cell: the table is that order
+    assert torch.equal(cells.table.flatten(), torch.arange(anchors.shape[0]))
+    shuffled = torch.randperm(anchors.shape[0], generator=torch.Generator().manual_seed(0))
+    table = AnchorCells.index(anchors[shuffled], strides[shuffled]).table
+    assert torch.equal(shuffled[table].sort(dim=1).values, cells.table)
+
+
+def test_a_prebuilt_index_and_a_shuffled_layout_match_alike():
+    gen = torch.Generator().manual_seed(7)
+    anchors, strides = _layout()
+    centres = torch.rand(4, 6, 2, generator=gen) * IMAGE
+    sizes = 2 + torch.rand(4, 6, 2, generator=gen) * 50
+    boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=-1).clamp(0, IMAGE)
+    valid = torch.rand(4, 6, generator=gen) < 0.8
+    pos, index = grid_match(anchors, strides, boxes, valid)
+    built = grid_match(anchors, strides, boxes, valid, cells=AnchorCells.index(anchors, strides))
+    assert torch.equal(built[0], pos) and torch.equal(built[1], index)
+    shuffled = torch.randperm(anchors.shape[0], generator=gen)
+    pos_s, index_s = grid_match(anchors[shuffled], strides[shuffled], boxes, valid)
+    assert torch.equal(pos_s, pos[:, shuffled]) and torch.equal(index_s, index[:, shuffled])

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from loclab.ops.boxes import BoxCoder
-from loclab.ops.grid_matching import ANCHOR_SHAPE_LIMIT, grid_match
+from loclab.ops.grid_matching import ANCHOR_SHAPE_LIMIT, AnchorCells, grid_match
 from loclab.ops.iou_losses import complete_iou
 
 BOX_GAIN, OBJ_GAIN, CLS_GAIN = 0.05, 1.0, 0.5
@@ -62,6 +62,9 @@ class GridDetectionLoss(nn.Module):
         self.register_buffer("anchors", anchors.float(), persistent=False)
         stride_of_anchor = torch.tensor([float(s) for s in strides])[scales.long()]
         self.register_buffer("strides", stride_of_anchor, persistent=False)
+        cells = AnchorCells.index(anchors, stride_of_anchor)  # built once; its table moves with the module
+        self.register_buffer("cell_table", cells.table, persistent=False)
+        self.cell_grids = cells.grids
         # per-anchor objectness weight: balance of its scale over that scale's anchor count (a per-scale mean)
         counts = torch.bincount(scales.long(), minlength=num_scales).clamp(min=1).float()
         obj_weight = torch.tensor([float(b) for b in balance])[scales.long()] / counts[scales.long()]
@@ -80,7 +83,8 @@ class GridDetectionLoss(nn.Module):
         predictions = predictions.float()
         num_images = predictions.shape[0]
         with torch.no_grad():
-            pos, gt_index = grid_match(self.anchors, self.strides, boxes, valid, self.anchor_t)
+            cells = AnchorCells(self.cell_table, self.cell_grids)
+            pos, gt_index = grid_match(self.anchors, self.strides, boxes, valid, self.anchor_t, cells)
             num_pos = pos.sum()
             normaliser = num_pos.clamp(min=1).float()
             target_boxes = boxes.float().gather(1, gt_index[..., None].expand(-1, -1, 4))[pos]

@@ -13,19 +13,69 @@ is a candidate for a box when
 A box can therefore be claimed by up to three cells times every anchor of a suitable shape on every scale.
 An anchor that is a candidate for several boxes goes to the one it overlaps most (IoU of the anchor as laid
 out, lowest box index on ties). Every anchor that is no candidate is a negative: there is no ignored band.
+
+The candidates are found per box, not per anchor-box pair: :class:`AnchorCells` indexes the anchors by scale and
+cell once, so a batch costs ``B x M x 3 cells x A anchors`` per scale instead of ``B x N x M`` (N = every anchor
+of every scale, thousands at 320 px). Like the rest of loclab's step it reads nothing back to the host.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from loclab.ops.boxes import box_center_size, box_iou
 
-__all__ = ["ANCHOR_SHAPE_LIMIT", "grid_match"]
+__all__ = ["ANCHOR_SHAPE_LIMIT", "AnchorCells", "grid_match"]
 
 # YOLOv5's anchor_t: a box and an anchor whose widths or heights differ by 4x or more are not matched
 ANCHOR_SHAPE_LIMIT = 4.0
+_TINY = torch.finfo(torch.float32).tiny
+
+
+@dataclass(frozen=True)
+class AnchorCells:
+    """The anchors of every scale indexed by grid cell: which anchors sit in cell ``(i, j)`` of a scale.
+
+    Attributes:
+        table (Tensor[cells, A] long): row ``first + i * cols + j`` holds the indices (into the concatenated
+            anchors) of the anchors of cell ``(i, j)`` of a scale, ``-1`` where a cell has fewer than ``A``.
+        grids: per scale ``(stride, rows, cols, first)``: the cell side in pixels, the grid's shape and the
+            scale's first row of ``table``.
+    """
+
+    table: Tensor
+    grids: tuple[tuple[float, int, int, int], ...]
+
+    @classmethod
+    def index(cls, anchors: Tensor, strides: Tensor) -> AnchorCells:
+        """Index ``anchors`` (``[N, 4]`` xyxy, each centred in its cell) with their feature maps' ``strides``
+        (``[N]``); a cell is ``floor(centre / stride)``, as the matching rule reads it. Runs on the host."""
+        anchors, strides = anchors.detach().float().cpu(), strides.detach().float().cpu()
+        ax, ay, _, _ = box_center_size(anchors)
+        cell_i, cell_j = torch.floor(ay / strides).long(), torch.floor(ax / strides).long()
+        grids, rows_of_cells = [], []
+        first = 0
+        for stride in sorted(set(strides.tolist())):
+            members = (strides == stride).nonzero().flatten()
+            rows, cols = int(cell_i[members].max()) + 1, int(cell_j[members].max()) + 1
+            cell = first + cell_i[members] * cols + cell_j[members]
+            grids.append((stride, rows, cols, first))
+            rows_of_cells.append((cell, members))
+            first += rows * cols
+        width = max(int(torch.bincount(cell).max()) for cell, _ in rows_of_cells) if rows_of_cells else 0
+        table = torch.full((first, width), -1, dtype=torch.long)
+        for cell, members in rows_of_cells:
+            order = torch.argsort(cell, stable=True)  # by cell, anchors in their given order within a cell
+            cell, members = cell[order], members[order]
+            starts = torch.searchsorted(cell, cell, side="left")
+            table[cell, torch.arange(len(cell)) - starts] = members
+        return cls(table, tuple(grids))
+
+    def to(self, device: torch.device | str) -> AnchorCells:
+        return replace(self, table=self.table.to(device))
 
 
 def grid_match(
@@ -34,6 +84,7 @@ def grid_match(
     boxes: Tensor,
     valid: Tensor,
     anchor_t: float = ANCHOR_SHAPE_LIMIT,
+    cells: AnchorCells | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Grid-and-shape matching of the same anchors to the padded ground truth of ``B`` images.
 
@@ -44,6 +95,8 @@ def grid_match(
         boxes (Tensor[B, M, 4]): padded ground-truth boxes, ``(x1, y1, x2, y2)``.
         valid (Tensor[B, M] bool): which entries are real boxes; padding is never matched.
         anchor_t: the shape limit of rule 2, ``> 1``.
+        cells: ``AnchorCells.index(anchors, strides)`` on the anchors' device; built here when None (a loss
+            that matches every step builds it once).
 
     Returns:
         ``(pos_mask [B, N] bool, gt_index [B, N] long)``: which anchors are positive, and the index into ``M``
@@ -53,31 +106,51 @@ def grid_match(
         raise ValueError(f"anchor_t must exceed 1, got {anchor_t}")
     num_images, max_boxes = valid.shape
     num_anchors = anchors.shape[0]
+    device = anchors.device
     if max_boxes == 0 or num_anchors == 0:
-        zeros = torch.zeros(num_images, num_anchors, dtype=torch.long, device=anchors.device)
+        zeros = torch.zeros(num_images, num_anchors, dtype=torch.long, device=device)
         return zeros.bool(), zeros
+    if cells is None:
+        cells = AnchorCells.index(anchors, strides).to(device)
 
-    ax, ay, aw, ah = box_center_size(anchors.float())
-    strides = strides.float()
-    cell_i = torch.floor(ay / strides)[None, :, None]  # [1, N, 1]
-    cell_j = torch.floor(ax / strides)[None, :, None]
-    gx, gy, gw, gh = box_center_size(boxes.float())  # [B, M]
-    fx = gx[:, None, :] / strides[None, :, None]  # [B, N, M]: box centre in the anchor's grid
-    fy = gy[:, None, :] / strides[None, :, None]
-    box_j, box_i = torch.floor(fx), torch.floor(fy)
-    side_j = torch.where(fx - box_j < 0.5, -1.0, 1.0)  # the neighbour nearest the centre
-    side_i = torch.where(fy - box_i < 0.5, -1.0, 1.0)
-    dj, di = cell_j - box_j, cell_i - box_i
-    in_cells = ((di == 0) & ((dj == 0) | (dj == side_j))) | ((dj == 0) & (di == side_i))
+    anchors = anchors.float()
+    boxes = boxes.float()
+    gx, gy, gw, gh = box_center_size(boxes)  # [B, M]
+    image_of, box_of, anchor_of, score = [], [], [], []
+    for stride, rows, cols, first in cells.grids:
+        fx, fy = gx / stride, gy / stride
+        box_j, box_i = torch.floor(fx), torch.floor(fy)
+        side_j = torch.where(fx - box_j < 0.5, -1.0, 1.0)  # the neighbour nearest the centre
+        side_i = torch.where(fy - box_i < 0.5, -1.0, 1.0)
+        ci = torch.stack((box_i, box_i, box_i + side_i), dim=-1)  # [B, M, 3]: the centre's cell, then neighbours
+        cj = torch.stack((box_j, box_j + side_j, box_j), dim=-1)
+        inside = (ci >= 0) & (ci < rows) & (cj >= 0) & (cj < cols) & valid[..., None]
+        row = first + ci.clamp(0, rows - 1).long() * cols + cj.clamp(0, cols - 1).long()
+        members = cells.table[row]  # [B, M, 3, A]
+        real = inside[..., None] & (members >= 0)
+        members = members.clamp(min=0)
+        anchor = anchors[members]  # [B, M, 3, A, 4]
+        _, _, aw, ah = box_center_size(anchor)
+        rw = gw.clamp(min=_TINY)[..., None, None] / aw
+        rh = gh.clamp(min=_TINY)[..., None, None] / ah
+        worst = torch.maximum(torch.maximum(rw, 1 / rw), torch.maximum(rh, 1 / rh))
+        candidate = real & (worst < anchor_t)
+        iou = box_iou(anchor[..., None, :], boxes[:, :, None, None, None, :])[..., 0, 0]  # [B, M, 3, A]
+        shape = members.shape
+        image_of.append(torch.arange(num_images, device=device).view(-1, 1, 1, 1).expand(shape).reshape(-1))
+        box_of.append(torch.arange(max_boxes, device=device).view(1, -1, 1, 1).expand(shape).reshape(-1))
+        anchor_of.append(members.reshape(-1))
+        score.append(torch.where(candidate, iou, -1.0).reshape(-1))  # -1: not a candidate
+    image_of, box_of, anchor_of, score = (torch.cat(t) for t in (image_of, box_of, anchor_of, score))
 
-    tiny = torch.finfo(torch.float32).tiny
-    rw = gw.clamp(min=tiny)[:, None, :] / aw[None, :, None]
-    rh = gh.clamp(min=tiny)[:, None, :] / ah[None, :, None]
-    worst = torch.maximum(torch.maximum(rw, 1 / rw), torch.maximum(rh, 1 / rh))
-    candidate = in_cells & (worst < anchor_t) & valid[:, None, :]  # [B, N, M]
-
-    iou = box_iou(anchors.float(), boxes.float().reshape(-1, 4)).view(num_anchors, num_images, max_boxes)
-    iou = iou.permute(1, 0, 2)
-    gt_index = torch.where(candidate, iou, torch.full_like(iou, -1.0)).argmax(dim=2)  # first max on ties
-    pos_mask = candidate.any(dim=2)
+    # each anchor goes to its candidate of highest IoU, the lowest box index among equals
+    slot = image_of * num_anchors + anchor_of
+    best = torch.full((num_images * num_anchors,), -1.0, device=device).scatter_reduce(0, slot, score, "amax")
+    winner = (score >= 0) & (score == best[slot])
+    claim = torch.where(winner, box_of, max_boxes)
+    gt_index = torch.full((num_images * num_anchors,), max_boxes, dtype=torch.long, device=device)
+    gt_index = gt_index.scatter_reduce(0, slot, claim, "amin").view(num_images, num_anchors)
+    pos_mask = gt_index < max_boxes
     return pos_mask, torch.where(pos_mask, gt_index, torch.zeros_like(gt_index))
+
+

@@ -55,15 +55,9 @@ def mosaic_batch(
     # tile 0 is the image itself, tiles 1-3 come from other images (random permutations of the batch)
     order = torch.stack([torch.arange(batch, device=source)] +
                         [torch.randperm(batch, generator=generator, device=source) for _ in range(3)]).to(device)
-    top = torch.cat((images[order[0]], images[order[1]]), dim=-1)
-    bottom = torch.cat((images[order[2]], images[order[3]]), dim=-1)
-    canvas = torch.cat((top, bottom), dim=-2)  # [B, C, 2S, 2S]
     offsets = torch.randint(0, size + 1, (batch, 2), generator=generator, device=source).to(device)
-    steps = torch.arange(size, device=device)
-    rows = (offsets[:, 1, None] + steps)[:, None, :, None]  # [B, 1, S, 1]
-    cols = (offsets[:, 0, None] + steps)[:, None, None, :]  # [B, 1, 1, S]
-    channels = torch.arange(images.shape[1], device=device)[None, :, None, None]
-    window = canvas[torch.arange(batch, device=device)[:, None, None, None], channels, rows, cols]
+    chosen = torch.rand(batch, generator=generator, device=source).to(device) < probability
+    images = _mosaic_images(images, order, torch.where(chosen[:, None], offsets, 0))
 
     shifts = torch.tensor([[0, 0], [size, 0], [0, size], [size, size]], dtype=boxes.dtype, device=device)
     tiled = torch.cat([boxes[order[k]] + shifts[k].repeat(2) for k in range(4)], dim=1)  # [B, 4M, 4]
@@ -74,12 +68,34 @@ def mosaic_batch(
     to_window[:, :, 2] = -offsets.to(boxes.dtype)
     cut, cut_valid = affine_boxes(tiled, tiled_valid, to_window, size, min_visible=min_visible, min_side=min_side)
 
-    chosen = torch.rand(batch, generator=generator, device=source).to(device) < probability
     kept = torch.cat((boxes, torch.zeros_like(boxes).repeat(1, 3, 1)), dim=1)
     kept_valid = torch.cat((valid, torch.zeros_like(valid).repeat(1, 3)), dim=1)
     kept_labels = torch.cat((labels, torch.full_like(labels, -1).repeat(1, 3)), dim=1)
-    images = torch.where(chosen[:, None, None, None], window, images)
     boxes = torch.where(chosen[:, None, None], cut, kept)
     labels = torch.where(chosen[:, None], tiled_labels, kept_labels)
     valid = torch.where(chosen[:, None], cut_valid, kept_valid)
     return images, boxes, labels, valid
+
+
+def _mosaic_images(images: Tensor, order: Tensor, offsets: Tensor) -> Tensor:
+    """The ``S x S`` window at ``offsets`` (``[B, 2]``, x then y) of each image's ``2S x 2S`` canvas of tiles
+    ``order[:, b]`` (top-left, top-right, bottom-left, bottom-right); offset ``(0, 0)`` is tile 0 as it is.
+
+    One gather of whole pixels: each output pixel's source image and position are computed first, and the
+    canvas is never built. The result has channels-last strides (the pixels are gathered as rows of ``C``)."""
+    batch, channels, size, _ = images.shape
+    area = size * size
+    steps = torch.arange(size, device=images.device)
+    rows = offsets[:, 1, None] + steps  # [B, S]: canvas row of each output row
+    cols = offsets[:, 0, None] + steps
+    below, right = rows >= size, cols >= size
+    # flat source index = first pixel of the tile's image + row within the tile * S + column within the tile
+    tile_start = (order.T * area).view(batch, 2, 2)  # [B, tile row, tile column]
+    start = tile_start.gather(1, below.long()[:, :, None].expand(-1, -1, 2))  # [B, S, 2]: per output row
+    start = start.gather(2, right.long()[:, None, :].expand(-1, size, -1))  # [B, S, S]
+    row_part = (rows - below * size) * size
+    col_part = cols - right * size
+    index = start + row_part[:, :, None] + col_part[:, None, :]
+    pixels = images.permute(0, 2, 3, 1).reshape(-1, channels)  # [B * S * S, C]
+    gathered = pixels.index_select(0, index.view(-1))
+    return gathered.view(batch, size, size, channels).permute(0, 3, 1, 2)
