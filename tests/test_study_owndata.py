@@ -107,7 +107,7 @@ def test_own_data_configs_follow_the_preset_and_the_input_size():
     quick = resolve_study_config_for_data("quick", {"detection": "voc", "keypoints": None})
     paper = resolve_study_config_for_data("paper", {"detection": "voc", "keypoints": None})
     assert quick.own_data.detection == "voc" and quick.own_data.keypoints == "" and quick.own_data.autoanchor
-    assert quick.detector.train.steps == 600 and paper.detector.train.steps == 2500
+    assert quick.detector.train.steps == 600 and paper.detector.train.steps == 3200
     assert quick.detector.model == "csp" and quick.detector.loss == "grid" and quick.detector.image_size == 320
     assert quick.heatmap.input_size == (192, 192) and quick.heatmap.train.steps == 600
     assert quick.ablation.anchor_sets == ()
