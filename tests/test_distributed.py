@@ -51,3 +51,10 @@ def test_two_processes_match_one(tmp_path):
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == \
         ["best_model.pth", "last.pth", "results.csv", *tensorboard, "training_log.json"]
     assert len(list((tmp_path / "ddp").glob("tensorboard/*"))) == len(tensorboard)  # one event file
+
+
+def test_finish_flushes_and_exits_with_the_code():
+    # print without a newline: only an explicit flush gets it out before os._exit
+    done = subprocess.run([sys.executable, "-c", "from loclab.engine.distributed import finish; "
+                           "print('written', end=''); finish(3)"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (3, "written")

@@ -10,6 +10,7 @@ Ctrl-C exits 130 and says how to resume.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -259,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     from loclab.engine import distributed
 
     distributed.init_from_env()
+    code = _run_command(args)
+    if distributed.active():
+        distributed.finish(code)
+    return code
+
+
+def _run_command(args: argparse.Namespace) -> int:
     if getattr(args, "no_tensorboard", False):
         os.environ[TENSORBOARD_SWITCH] = "0"  # inherited by the processes that train ablation trials
     try:

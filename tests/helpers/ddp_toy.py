@@ -33,3 +33,5 @@ if __name__ == "__main__":
                       schedule=ScheduleConfig(name="constant", warmup_epochs=0), precision="fp32", grad_clip=0.0)
     fit(model, step, data(32, 0), data(16, 1), None, cfg, resolve_numeric_path("fp32"), RunFiles(Path(sys.argv[1])),
         {"task": "toy", "config": {}}, progress=False)
+    if distributed.active():
+        distributed.finish(0)

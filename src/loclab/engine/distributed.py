@@ -8,6 +8,8 @@ and val; loss sums are all-reduced so every rank logs the same numbers; only ran
 from __future__ import annotations
 
 import os
+import sys
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -28,6 +30,23 @@ def init_from_env() -> None:
         dist.init_process_group(backend=backend)
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def finish(code: int) -> NoReturn:
+    """End a ``torchrun`` worker with ``code``: leave the process group, flush, and exit without tearing the
+    interpreter down.
+
+    A gloo worker thread can hold the last reference to a tensor made in Python (a finished all-reduce kept by
+    the last barrier) and drop it a moment after the main thread is done. During interpreter teardown that
+    thread cannot take the GIL and the process aborts ("terminate called without an active exception") after
+    all its work is written: 5 runs in 109 of the two-process test on a loaded 2-core machine. Skipping the teardown removes
+    the race. Files are closed by the code that writes them; this only flushes the standard streams.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def active() -> bool:
