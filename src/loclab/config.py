@@ -118,6 +118,8 @@ DETECTOR_STRIDES = {"csp": (8, 16, 32)}
 DETECTOR_LOSSES = {
     "ssd": "IoU matching, hard-negative objectness, Smooth-L1 offsets (loclab.losses.detection)",
     "grid": "grid-cell matching, IoU-valued objectness on every anchor, CIoU boxes (loclab.losses.detection_grid)",
+    "aligned": "task-aligned assignment (TOOD, YOLOv8), quality-valued objectness, quality-weighted CIoU boxes "
+               "(loclab.losses.detection_aligned)",
 }
 
 

@@ -31,6 +31,7 @@ from loclab.engine.rundir import start_run
 from loclab.engine.train import RunFiles, epochs_for_steps, fit
 from loclab.errors import ConfigError
 from loclab.losses.detection import DetectionLoss
+from loclab.losses.detection_aligned import AlignedDetectionLoss
 from loclab.losses.detection_grid import GridDetectionLoss
 from loclab.models.detector import build_detector, flatten_predictions
 from loclab.ops.augment import augment_detection_batch
@@ -76,8 +77,9 @@ def make_model(cfg: DetectorConfig) -> nn.Module:
 
 def make_loss(cfg: DetectorConfig, setup: AnchorSetup) -> DetectionLoss | GridDetectionLoss:
     """The loss ``cfg.loss`` names, on the anchors of ``setup``."""
-    if cfg.loss == "grid":
-        return GridDetectionLoss(
+    if cfg.loss in ("grid", "aligned"):
+        loss = GridDetectionLoss if cfg.loss == "grid" else AlignedDetectionLoss
+        return loss(
             setup.anchors, setup.scales, cfg.strides, cfg.image_size, num_classes=cfg.num_classes, box_coder=setup.coder,
             weight_obj=cfg.weight_obj, weight_cls=cfg.weight_cls, weight_loc=cfg.weight_loc,
         )

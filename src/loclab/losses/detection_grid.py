@@ -85,22 +85,41 @@ class GridDetectionLoss(nn.Module):
         with torch.no_grad():
             cells = AnchorCells(self.cell_table, self.cell_grids)
             pos, gt_index = grid_match(self.anchors, self.strides, boxes, valid, self.anchor_t, cells)
-            num_pos = pos.sum()
-            normaliser = num_pos.clamp(min=1).float()
-            target_boxes = boxes.float().gather(1, gt_index[..., None].expand(-1, -1, 4))[pos]
-            target_labels = labels.long().gather(1, gt_index)[pos]
 
         anchors = self.anchors.expand(num_images, -1, -1)[pos]
         decoded = self.box_coder.decode(predictions[..., :4][pos], anchors)
+        return self._losses(predictions, decoded, pos, gt_index, boxes, labels)
+
+    def _losses(self, predictions: Tensor, decoded: Tensor, pos: Tensor, gt_index: Tensor, boxes: Tensor,
+                labels: Tensor, quality: Tensor | None = None) -> dict[str, Tensor]:
+        """The three terms and their total, given the positives ``pos [B, N]``, their boxes ``gt_index [B, N]``
+        and their decoded boxes ``decoded [P, 4]``.
+
+        ``quality`` None: every positive weighs 1 and its objectness target is its detached CIoU (this loss).
+        ``quality [B, N]``: each positive's box and class terms are weighted by its quality, normalised by the
+        quality's sum, and its objectness target is its quality (:mod:`loclab.losses.detection_aligned`).
+        """
+        num_images = predictions.shape[0]
+        with torch.no_grad():
+            target_boxes = boxes.float().gather(1, gt_index[..., None].expand(-1, -1, 4))[pos]
+            target_labels = labels.long().gather(1, gt_index)[pos]
+            weight = None if quality is None else quality[pos]
+            normaliser = (pos.sum() if weight is None else weight.sum()).clamp(min=1).float()
+
         ciou = complete_iou(decoded, target_boxes)
-        loss_loc = (1.0 - ciou).sum() / normaliser
+        box_error = 1.0 - ciou if weight is None else (1.0 - ciou) * weight
+        loss_loc = box_error.sum() / normaliser
 
         obj_target = torch.zeros_like(predictions[..., 4])
-        obj_target[pos] = ciou.detach().clamp(min=0).to(obj_target.dtype)
+        obj_target[pos] = (ciou.detach().clamp(min=0) if weight is None else weight).to(obj_target.dtype)
         obj_bce = F.binary_cross_entropy_with_logits(predictions[..., 4], obj_target, reduction="none")
         loss_obj = (obj_bce * self.obj_weight).sum() / num_images
 
-        loss_cls = F.cross_entropy(predictions[..., 5:][pos], target_labels, reduction="sum") / normaliser
+        if weight is None:
+            class_error = F.cross_entropy(predictions[..., 5:][pos], target_labels, reduction="sum")
+        else:
+            class_error = (F.cross_entropy(predictions[..., 5:][pos], target_labels, reduction="none") * weight).sum()
+        loss_cls = class_error / normaliser
 
         g_obj, g_cls, g_loc = self.gains
         total = (g_obj * loss_obj + g_cls * loss_cls + g_loc * loss_loc) * num_images
