@@ -3,6 +3,7 @@ on it (loclab.losses.detection_aligned)."""
 
 import pytest
 import torch
+from test_detection_loss_grid import _batch  # the grid loss's batch: two images, one padded box slot
 
 from loclab.config import DetectorConfig
 from loclab.engine.detection import AnchorSetup, make_loss
@@ -118,13 +119,6 @@ def loss_fn():
     loss = make_loss(cfg, AnchorSetup.from_config(cfg))
     assert isinstance(loss, AlignedDetectionLoss)
     return loss
-
-
-def _batch():
-    boxes = torch.tensor([[[10.0, 10, 30, 30], [60, 60, 140, 140]], [[20, 100, 200, 210], [0, 0, 0, 0]]])
-    labels = torch.tensor([[0, 1], [2, -1]])
-    valid = torch.tensor([[True, True], [True, False]])
-    return boxes, labels, valid
 
 
 def test_loss_asks_objectness_for_the_quality_and_weights_boxes_by_it(loss_fn):
