@@ -64,7 +64,8 @@ def pycocotools_ap50(dets: Detections, gts: GroundTruth, repeats: int) -> tuple[
         "annotations": [{"id": k + 1, "image_id": int(i), "category_id": int(c), "bbox": xywh(b), "iscrowd": 0,
                          "area": float((b[2] - b[0]) * (b[3] - b[1]))}
                         for k, (i, c, b) in enumerate(zip(gts.image_id, gts.category_id, gts.boxes))],
-        "categories": [{"id": c} for c in range(3)],
+        # every class of the data: pycocotools scores only the categories listed here
+        "categories": [{"id": int(c)} for c in np.union1d(gts.category_id, dets.category_id)],
     }
     results = [{"image_id": int(i), "category_id": int(c), "bbox": xywh(b), "score": float(s)}
                for i, c, b, s in zip(dets.image_id, dets.category_id, dets.boxes, dets.scores)]
