@@ -39,7 +39,7 @@ def finish(code: int) -> NoReturn:
     A gloo worker thread can hold the last reference to a tensor made in Python (a finished all-reduce kept by
     the last barrier) and drop it a moment after the main thread is done. During interpreter teardown that
     thread cannot take the GIL and the process aborts ("terminate called without an active exception") after
-    all its work is written: 5 runs in 109 of the two-process test on a loaded 2-core machine. Skipping the
+    all its work is written: 5 runs in 149 of the two-process test on a loaded 2-core machine. Skipping the
     teardown removes the race. Files are closed by the code that writes them; this only flushes the streams.
     """
     if dist.is_available() and dist.is_initialized():
