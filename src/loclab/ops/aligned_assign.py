@@ -14,8 +14,8 @@ anchors trained to score high are the ones that also box it well:
    gets the highest IoU any of the box's positives reaches: ``t * max(u) / max(t)`` over the box's positives.
 
 Defaults ``alpha = 0.5``, ``beta = 6``, ``top_k = 10`` are YOLOv8's. Only the pairs of an anchor and a box
-that holds its centre are scored (a tenth or less of all ``B x N x M`` pairs at 320 px), so listing them reads
-their count back to the host once per batch.
+that holds its centre are scored, not all ``B x N x M``; listing them reads their count back to the host once
+per batch.
 """
 
 from __future__ import annotations
