@@ -6,8 +6,8 @@ letterboxes and crops, never resamples, and computes its losses as before.
 On the machines these numbers were recorded on, and on the CI machines since, the same runs give them to the
 last bit. Other CPUs round some float kernels differently: on one (labelled AMD EPYC, AVX-512, like the first)
 the heatmap run differs by 2e-6 relative and the detector's validation loss by 1e-3 after one epoch and 8e-3
-after two, its hard-negative mining amplifying the first difference. So the values are compared within tolerances a little
-wider than those, and the PCK table, a count of keypoints within thresholds, exactly.
+after two, its hard-negative mining amplifying the first difference. So the values are compared within
+tolerances a little wider than those, and the PCK table, a count of keypoints within thresholds, exactly.
 """
 
 from pathlib import Path
